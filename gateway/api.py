@@ -1,0 +1,106 @@
+"""The HTTP API: JSON endpoints over the same storage the WebSocket path writes.
+
+Every error is `{"error": {"code", "message"}}` with the matching status. Another user's
+session answers exactly like a missing one (404), so its existence never leaks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.context import Gateway
+from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.ingest import session_id_or_none
+from storage import sessions
+from storage.messages import session_messages
+
+MAX_PAGE = 1000
+
+
+class OrjsonResponse(JSONResponse):
+    """JSON via orjson: fast, and it encodes uuids and datetimes (RFC 3339, `Z`) natively."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=str, option=orjson.OPT_UTC_Z)
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+async def gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return OrjsonResponse(error_body(exc.code, exc.message), status_code=exc.http_status)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "bad_request"}.get(exc.status_code, "bad_request")
+    return OrjsonResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def _user(request: Request) -> str:
+    return _gateway(request).settings.local_user
+
+
+def _int_param(request: Request, name: str, *, low: int, high: int | None = None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+    if value < low or (high is not None and value > high):
+        bound = f" and at most {high}" if high is not None else ""
+        raise BadRequest(f"{name} must be at least {low}{bound}")
+    return value
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers. Readiness (dependencies) is `/readyz`."""
+    return OrjsonResponse({"status": "ok"})
+
+
+async def list_messages(request: Request) -> Response:
+    """A session's messages in seq order, keyset-paginated by seq."""
+    gateway = _gateway(request)
+    session_id = session_id_or_none(request.path_params["session_id"])
+    after_seq = _int_param(request, "after_seq", low=0)
+    before_seq = _int_param(request, "before_seq", low=1)
+    limit = _int_param(request, "limit", low=1, high=MAX_PAGE) or 100
+    async with gateway.pool.acquire() as conn:
+        session = (
+            await sessions.get_session(conn, _user(request), session_id) if session_id else None
+        )
+        if session is None:
+            raise NotFound("no such session")
+        page = await session_messages(
+            conn,
+            gateway.redis,
+            gateway.keys,
+            session.id,
+            after_seq=after_seq,
+            before_seq=before_seq,
+            limit=limit,
+        )
+    return OrjsonResponse(
+        {"session_id": session.id, "messages": page.messages, "has_more": page.has_more}
+    )
+
+
+routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/api/sessions/{session_id}/messages", list_messages, methods=["GET"]),
+]

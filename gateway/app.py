@@ -1,0 +1,111 @@
+"""The ASGI application: routes, and the lifespan that opens and closes every resource.
+
+Resources open in dependency order and close in reverse: PostgreSQL pool, Redis, the durable
+waiter, the ingest flusher, then the writer, which drains the stream on the way out so a clean
+shutdown leaves nothing buffered that it could have written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+
+from gateway import api
+from gateway.connection import serve_connection
+from gateway.context import Gateway
+from gateway.durable import PersistWaiter
+from gateway.errors import GatewayError
+from gateway.ingest import Ingestor
+from gateway.protocol import Limits
+from gateway.settings import Settings
+from storage.buffer import IngestBuffer
+from storage.db import create_pool
+from storage.keys import Keys
+from storage.writer import BatchWriter, WriterConfig
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The gateway app for these settings; nothing connects until the lifespan starts."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_gateway(settings) as gateway:
+            app.state.gateway = gateway
+            yield
+
+    return Starlette(
+        routes=[*api.routes, WebSocketRoute("/ws", websocket_endpoint)],
+        lifespan=lifespan,
+        exception_handlers={
+            GatewayError: api.gateway_error,
+            HTTPException: api.http_error,
+        },
+    )
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for uvicorn workers: settings from the environment the CLI exported."""
+    return create_app(Settings.from_env())
+
+
+@contextlib.asynccontextmanager
+async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    """Open every resource of one gateway process; close them in reverse order."""
+    keys = Keys(settings.key_prefix)
+    limits = Limits(
+        max_frame_bytes=settings.max_frame_bytes,
+        max_content_bytes=settings.max_content_bytes,
+        max_metadata_bytes=settings.max_metadata_bytes,
+        max_batch_items=settings.max_batch_items,
+    )
+    pool = await create_pool(settings.database_url, size=settings.database_pool_size)
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        buffer = IngestBuffer(redis, pool, keys, state_ttl_s=settings.session_state_ttl_s)
+        waiter = PersistWaiter(redis, pool, keys.persisted_channel(uuid.uuid4().hex))
+        ingestor = Ingestor(buffer, waiter, pool, redis, keys, settings.durable_timeout_s)
+        writer = (
+            BatchWriter(
+                pool,
+                redis,
+                keys,
+                WriterConfig(
+                    batch_entries=settings.writer_batch_entries,
+                    block_ms=settings.writer_block_ms,
+                    claim_idle_ms=settings.writer_claim_idle_ms,
+                ),
+            )
+            if settings.run_writer
+            else None
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            if writer is not None:
+                await stack.enter_async_context(writer.running())
+            await stack.enter_async_context(waiter.running())
+            await stack.enter_async_context(buffer.running())
+            yield Gateway(settings, pool, redis, keys, limits, ingestor, writer)
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    gateway: Gateway = websocket.app.state.gateway
+    await websocket.accept()
+    await serve_connection(
+        websocket,
+        gateway.ingestor,
+        gateway.limits,
+        gateway.settings.local_user,
+        gateway.settings.max_inflight_frames,
+    )

@@ -1,0 +1,262 @@
+"""The `chat-gateway` command line: serve, writer, migrate.
+
+With no database or Redis URL, `serve` starts an embedded PostgreSQL and Valkey under the data
+folder and records their URLs in `<data>/servers.json` while it runs, so `chat-gateway writer`
+and `chat-gateway migrate` started beside it find the same servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import asyncpg
+import redis.asyncio as aioredis
+import uvicorn
+
+from gateway.app import create_app
+from gateway.connection import VERSION
+from gateway.server import uvicorn_config, uvicorn_options
+from gateway.settings import Settings
+from storage import migrate
+from storage.embedded import embedded_postgres, embedded_redis
+from storage.keys import Keys
+from storage.writer import BatchWriter, WriterConfig
+
+log = logging.getLogger("chat_gateway")
+
+SERVERS_FILE = "servers.json"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        sys.exit(2)
+    try:
+        settings = Settings.from_env(
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+            workers=getattr(args, "workers", None),
+            run_writer=False if getattr(args, "no_writer", False) else None,
+            data_dir=args.data_dir,
+            database_url=args.database_url,
+            redis_url=args.redis_url,
+            log_level=args.log_level,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        args.handler(settings, args)
+    except (migrate.MigrationError, ConnectionError, OSError) as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chat-gateway",
+        description="Real-time WebSocket chat gateway with PostgreSQL persistence.",
+    )
+    parser.add_argument("--version", action="version", version=f"chat-gateway {VERSION}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--database-url", help="PostgreSQL DSN (env GATEWAY_DATABASE_URL; default: embedded)"
+    )
+    common.add_argument(
+        "--redis-url", help="Redis URL (env GATEWAY_REDIS_URL; default: embedded Valkey)"
+    )
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where embedded servers keep their data (env GATEWAY_DATA_DIR; ./.gateway-data)",
+    )
+    common.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve", parents=[common], help="run the gateway (HTTP + WebSocket) and the writer"
+    )
+    serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (default 8000; 0 picks a free one)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument(
+        "--no-writer", action="store_true", help="do not run the batch writer in-process"
+    )
+    serve.set_defaults(handler=_serve)
+
+    writer = sub.add_parser(
+        "writer", parents=[common], help="run only the batch writer (scale out: run several)"
+    )
+    writer.set_defaults(handler=_writer)
+
+    mig = sub.add_parser(
+        "migrate", parents=[common], help="apply pending SQL migrations in order, under a lock"
+    )
+    mig.add_argument("--status", action="store_true", help="list migrations, apply nothing")
+    mig.set_defaults(handler=_migrate)
+    return parser
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    if settings.local_mode and not _is_loopback(settings.host):
+        raise SystemExit(
+            f"refusing to bind {settings.host}: with no GATEWAY_AUTH_SECRET the gateway runs"
+            " in local single-user mode and only binds to loopback (127.0.0.1 or ::1)"
+        )
+    with _servers(settings, publish=True) as settings:
+        asyncio.run(_apply_migrations(settings.database_url))
+        log.info(
+            "chat-gateway %s on http://%s:%d (WebSocket /ws), writer %s",
+            VERSION,
+            settings.host,
+            settings.port,
+            "in-process" if settings.run_writer else "off",
+        )
+        if settings.workers > 1:
+            # Workers are separate processes: they rebuild the settings from the environment.
+            os.environ.update(settings.to_env())
+            uvicorn.run(
+                "gateway.app:create_app_from_env",
+                factory=True,
+                host=settings.host,
+                port=settings.port,
+                workers=settings.workers,
+                **uvicorn_options(settings),
+            )
+        else:
+            config = uvicorn_config(
+                create_app(settings), settings, host=settings.host, port=settings.port
+            )
+            uvicorn.Server(config).run()
+
+
+def _writer(settings: Settings, args: argparse.Namespace) -> None:
+    with _servers(settings, publish=False) as settings:
+        asyncio.run(_run_writer(settings))
+
+
+async def _run_writer(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        writer = BatchWriter(
+            pool,
+            redis,
+            Keys(settings.key_prefix),
+            WriterConfig(
+                batch_entries=settings.writer_batch_entries,
+                block_ms=settings.writer_block_ms,
+                claim_idle_ms=settings.writer_claim_idle_ms,
+            ),
+        )
+        await writer.ensure_group()
+        log.info("writer %s running; Ctrl-C drains and stops", writer.consumer)
+        await writer.run(stop)
+        log.info("writer stopped after writing %d rows", writer.rows_written)
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> None:
+    with _servers(settings, publish=False, redis=False) as settings:
+        if args.status:
+            asyncio.run(_print_status(settings.database_url))
+        else:
+            applied = asyncio.run(_apply_migrations(settings.database_url))
+            print(f"applied {len(applied)} migration(s)" if applied else "nothing to apply")
+
+
+async def _apply_migrations(dsn: str) -> list[migrate.Migration]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate.apply_pending(conn)
+    finally:
+        await conn.close()
+
+
+async def _print_status(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        states = await migrate.status(conn)
+    finally:
+        await conn.close()
+    for state in states:
+        when = state.applied_at.isoformat(timespec="seconds") if state.applied_at else "pending"
+        print(f"{state.migration.version:04d}  {state.migration.name:<32} {when}")
+
+
+@contextlib.contextmanager
+def _servers(settings: Settings, *, publish: bool, redis: bool = True) -> Iterator[Settings]:
+    """Settings with URLs filled in: given ones, those of a running `serve` (servers.json),
+    or embedded servers started here and stopped on exit."""
+    data_dir = settings.data_dir
+    recorded = _recorded_servers(data_dir) if not publish else {}
+    database_url = settings.database_url or recorded.get("database_url", "")
+    redis_url = settings.redis_url or recorded.get("redis_url", "")
+    with contextlib.ExitStack() as stack:
+        if not database_url:
+            log.info("no GATEWAY_DATABASE_URL: starting embedded PostgreSQL in %s", data_dir)
+            database_url = stack.enter_context(embedded_postgres(data_dir / "postgres"))
+        if redis and not redis_url:
+            log.info("no GATEWAY_REDIS_URL: starting embedded Valkey in %s", data_dir)
+            redis_url = stack.enter_context(embedded_redis(data_dir / "redis"))
+        resolved = dataclasses.replace(
+            settings, database_url=database_url, redis_url=redis_url
+        )
+        if publish and (not settings.database_url or not settings.redis_url):
+            stack.enter_context(_published(data_dir, resolved))
+        yield resolved
+
+
+@contextlib.contextmanager
+def _published(data_dir: Path, settings: Settings) -> Iterator[None]:
+    path = data_dir / SERVERS_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps({"database_url": settings.database_url, "redis_url": settings.redis_url})
+    )
+    path.chmod(0o600)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _recorded_servers(data_dir: Path) -> dict[str, str]:
+    try:
+        data = json.loads((data_dir / SERVERS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if data:
+        log.info("using the embedded servers of the running `serve` (%s)", data_dir)
+    return {k: str(v) for k, v in data.items()}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

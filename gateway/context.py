@@ -1,0 +1,25 @@
+"""What every request handler needs, built once per process by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from gateway.ingest import Ingestor
+from gateway.protocol import Limits
+from gateway.settings import Settings
+from storage.keys import Keys
+from storage.writer import BatchWriter
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    keys: Keys
+    limits: Limits
+    ingestor: Ingestor
+    writer: BatchWriter | None  # None when the writer runs elsewhere (`serve --no-writer`)

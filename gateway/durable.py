@@ -1,0 +1,79 @@
+"""Waiting for `durable: true` frames to be committed in PostgreSQL.
+
+A durable frame's stream entry carries `<channel>|<token>`; the writer that commits the entry
+publishes the token on this process's channel. One pub/sub connection per process listens and
+resolves the matching future. Duplicates whose originals are still buffered have no entry of
+their own; for those the waiter checks PostgreSQL, backing off, until they are there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import redis.asyncio as aioredis
+
+log = logging.getLogger(__name__)
+
+
+class PersistWaiter:
+    """Futures keyed by token, resolved by the writers' notifications."""
+
+    def __init__(self, redis: aioredis.Redis, pool: asyncpg.Pool, channel: str) -> None:
+        self._redis = redis
+        self._pool = pool
+        self.channel = channel
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+
+    def expect(self) -> tuple[str, asyncio.Future[None]]:
+        """A new token (to put in the stream entry) and the future its commit resolves."""
+        token = uuid.uuid4().hex
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
+        future.add_done_callback(lambda _: self._waiting.pop(token, None))
+        return f"{self.channel}|{token}", future
+
+    async def committed(self, session_id: uuid.UUID, seqs: list[int]) -> None:
+        """Return once every (session, seq) is in PostgreSQL; the caller bounds the wait.
+
+        Polls with backoff: only used for duplicates of still-buffered messages, which is rare.
+        """
+        delay = 0.005
+        while True:
+            async with self._pool.acquire() as conn:
+                found = await conn.fetchval(
+                    "SELECT count(*) FROM messages WHERE session_id = $1 AND seq = ANY($2)",
+                    session_id,
+                    seqs,
+                )
+            if found == len(set(seqs)):
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[PersistWaiter]:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self.channel)
+        task = asyncio.create_task(self._listen(pubsub), name="persist-waiter")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _listen(self, pubsub: aioredis.client.PubSub) -> None:
+        async for message in pubsub.listen():
+            if message["type"] != "message":
+                continue
+            data = message["data"]
+            token = data.decode() if isinstance(data, bytes) else str(data)
+            future = self._waiting.get(token)
+            if future is not None and not future.done():
+                future.set_result(None)

@@ -1,0 +1,132 @@
+"""From parsed commands to stored messages: `Ingest` frames into the buffer, `session.new`.
+
+`start_ingest` submits synchronously (so a connection's frames keep their order) and returns a
+coroutine that produces the `ack` frame once the buffer, and for durable frames PostgreSQL,
+has the messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+
+from gateway.durable import PersistWaiter
+from gateway.errors import Overloaded
+from gateway.protocol import Ingest, ItemResult, MessageItem, encode_ack, ide_type_for_port
+from storage import sessions
+from storage.buffer import (
+    DUPLICATE,
+    DUPLICATE_BUFFERED,
+    UPDATED,
+    BufferItem,
+    IngestBuffer,
+    Outcome,
+)
+from storage.ids import new_id
+from storage.keys import Keys
+
+
+@dataclass(frozen=True, slots=True)
+class Ingestor:
+    buffer: IngestBuffer
+    waiter: PersistWaiter
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    keys: Keys
+    durable_timeout_s: float
+
+    def start_ingest(self, user_id: str, command: Ingest) -> Coroutine[Any, Any, str]:
+        """Submit the frame's items now; the returned coroutine yields its `ack` frame."""
+        items = [_buffer_item(user_id, command.port, item) for item in command.items]
+        notify, persisted = self.waiter.expect() if command.durable else ("", None)
+        ide_type = command.ide_type or ide_type_for_port(command.port)
+        submitted = self.buffer.submit(user_id, command.port, ide_type, items, notify)
+        return self._ack(command, submitted, persisted)
+
+    async def _ack(
+        self,
+        command: Ingest,
+        submitted: asyncio.Future[Outcome],
+        persisted: asyncio.Future[None] | None,
+    ) -> str:
+        try:
+            outcome = await submitted
+            if persisted is not None:
+                await self._wait_persisted(outcome, persisted)
+        finally:
+            if persisted is not None:
+                persisted.cancel()  # drops the waiter's entry if it never fired
+        results = [
+            ItemResult(
+                id=o.id,
+                client_id=item.client_id,
+                seq=o.seq,
+                duplicate=o.flag in (DUPLICATE, DUPLICATE_BUFFERED),
+                updated=o.flag == UPDATED,
+            )
+            for item, o in zip(command.items, outcome.items, strict=True)
+        ]
+        durability = "persisted" if persisted is not None else "buffered"
+        return encode_ack(command.ref, outcome.session_id, command.port, results, durability)
+
+    async def _wait_persisted(self, outcome: Outcome, persisted: asyncio.Future[None]) -> None:
+        try:
+            async with asyncio.timeout(self.durable_timeout_s):
+                if outcome.entry_id is not None:
+                    await persisted
+                buffered = [o.seq for o in outcome.items if o.flag == DUPLICATE_BUFFERED]
+                if buffered:
+                    await self.waiter.committed(outcome.session_id, buffered)
+        except TimeoutError:
+            raise Overloaded(
+                f"the messages are buffered but were not committed to PostgreSQL within"
+                f" {self.durable_timeout_s:g} s (is a writer running?); they will be written"
+                f" when the writer catches up",
+                retry_after_ms=1000,
+            ) from None
+
+    async def new_session(
+        self, user_id: str, port: int, title: str | None, ide_type: str | None = None
+    ) -> tuple[sessions.Session | None, sessions.Session]:
+        """Archive the port's active session and open a new one, in PostgreSQL then Redis."""
+        async with self.pool.acquire() as conn:
+            old, new = await sessions.rotate(
+                conn, user_id, port, ide_type or ide_type_for_port(port), title
+            )
+        await self.buffer.init_state(new.id)
+        await self.redis.set(self.keys.active(user_id, port), str(new.id))
+        return old, new
+
+
+def _buffer_item(user_id: str, port: int, item: MessageItem) -> BufferItem:
+    message_id = new_id()
+    row = orjson.dumps(
+        {
+            "user": user_id,
+            "port": port,
+            "cid": item.client_id,
+            "dk": item.dedup_key,
+            "role": item.role,
+            "content": item.content,
+            "ct": item.content_type,
+            "src": item.source,
+            "cts": item.client_ts.isoformat() if item.client_ts else None,
+            "meta": orjson.Fragment(item.metadata_json),
+        }
+    )
+    return BufferItem(item.dedup_key, item.content_hash, message_id, row[1:])
+
+
+def session_id_or_none(raw: str) -> uuid.UUID | None:
+    """Parse a session id from a URL; None when it is not a uuid (answered as 404)."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return None

@@ -1,0 +1,33 @@
+"""The uvicorn configuration, shared by `chat-gateway serve` and the tests' in-loop servers.
+
+Tests run the same configuration as production (WebSocket implementation, frame limit), so
+the close codes they check are the ones clients get.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import uvicorn
+
+from gateway.settings import Settings
+
+# The sans-I/O websockets implementation: current, and it closes oversized frames with 1009.
+WS_IMPLEMENTATION = "websockets-sansio"
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "ws": WS_IMPLEMENTATION,
+        "ws_max_size": settings.max_frame_bytes,
+        # Per-message deflate costs CPU on every frame for small chat frames; off.
+        "ws_per_message_deflate": False,
+        "lifespan": "on",
+        "log_level": settings.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
+
+
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    return uvicorn.Config(app, **(uvicorn_options(settings) | overrides))

@@ -1,0 +1,111 @@
+"""One frozen settings object, built from `GATEWAY_*` environment variables and CLI flags.
+
+Nothing else in the project reads `os.environ`: the CLI calls `Settings.from_env()` and passes
+overrides from its flags; workers spawned by uvicorn rebuild the same object from the
+environment the CLI exported (see `Settings.to_env`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "GATEWAY_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the gateway; each field says what its default means."""
+
+    # PostgreSQL DSN. Empty: `serve` starts an embedded PostgreSQL under `data_dir`.
+    database_url: str = ""
+    # Redis URL. Empty: `serve` starts an embedded Valkey under `data_dir`.
+    redis_url: str = ""
+    # HMAC secret for tokens. Empty: local single-user mode (user `local_user`, loopback only).
+    auth_secret: str = ""
+    local_user: str = "me"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    # Run the batch writer inside `serve`. False: only the gateway (run `chat-gateway writer`).
+    run_writer: bool = True
+    # Where the embedded servers keep their data across restarts.
+    data_dir: Path = field(default_factory=lambda: Path(".gateway-data"))
+    # Every Redis key starts with this; tests isolate themselves with their own prefix.
+    key_prefix: str = "cg:"
+    # Largest WebSocket frame accepted; larger frames close the connection with 1009.
+    max_frame_bytes: int = 1 << 20
+    # Largest message content in UTF-8 bytes; larger gets a `too_large` error frame.
+    max_content_bytes: int = 256 << 10
+    # Largest `metadata` object, encoded as JSON.
+    max_metadata_bytes: int = 16 << 10
+    # Most items in one `extracted` frame.
+    max_batch_items: int = 500
+    # Frames a connection may have in flight (read but not yet answered) before the gateway
+    # stops reading from it: per-connection backpressure instead of an unbounded queue.
+    max_inflight_frames: int = 1000
+    # How long a `durable: true` frame waits for the PostgreSQL commit before an error.
+    durable_timeout_s: float = 30.0
+    # Writer: most stream entries read per batch, and how long it blocks waiting for entries.
+    writer_batch_entries: int = 500
+    writer_block_ms: int = 50
+    # Writer: entries pending longer than this on a dead consumer are claimed by a live one.
+    writer_claim_idle_ms: int = 30_000
+    # Dedup and seq state of a session idle this long leaves Redis; it is reloaded from
+    # PostgreSQL on the session's next message.
+    session_state_ttl_s: int = 7 * 24 * 3600
+    database_pool_size: int = 10
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Defaults, then `GATEWAY_<FIELD>` variables, then explicit overrides (CLI flags)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that rebuilds these settings in a worker process."""
+        out: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[ENV_PREFIX + f.name.upper()] = (
+                ("1" if value else "0") if isinstance(value, bool) else str(value)
+            )
+        return out
+
+    @property
+    def local_mode(self) -> bool:
+        """No auth secret: every connection is `local_user`."""
+        return not self.auth_secret
+
+
+def _parse(name: str, type_name: Any, raw: str) -> Any:
+    kind = str(type_name)
+    try:
+        if kind == "bool":
+            if raw.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.lower() in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
+    return raw

@@ -1,0 +1,247 @@
+"""The Redis ingest buffer: dedup, seq allocation and the stream append, one script per tick.
+
+Frames from every connection are collected while the previous script call is in flight and
+sent together as one `EVALSHA` of `ingest.lua` by a single flusher task. One call at a time
+keeps the order in which frames were submitted (a connection's messages get seqs in the order
+it sent them) and batches naturally under load: the busier the gateway, the larger each call.
+
+A request whose (user, port) has no cached active session, or whose session state is not in
+Redis, comes back unserved; the flusher resolves it in PostgreSQL and runs it again before it
+takes the next batch, so order holds for that session. That path blocks ingest for one
+PostgreSQL round trip, which is fine because it only happens on a session's first message and
+after session state expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+
+from storage import sessions
+from storage.dedup import content_hash
+from storage.keys import Keys
+
+log = logging.getLogger(__name__)
+
+STORED, DUPLICATE, UPDATED, DUPLICATE_BUFFERED = 0, 1, 2, 3
+_HYDRATE_CHUNK = 1000
+_MAX_RESOLVE_ROUNDS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class BufferItem:
+    """One message as the buffer needs it: already validated and encoded."""
+
+    dedup_key: str
+    content_hash: str
+    id: uuid.UUID  # used only when the message is new
+    row_tail: bytes  # the row's JSON object minus its opening brace (see ingest.lua)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    id: uuid.UUID
+    seq: int
+    flag: int  # STORED, DUPLICATE, UPDATED or DUPLICATE_BUFFERED
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the script did with one request."""
+
+    session_id: uuid.UUID
+    entry_id: str | None  # the stream entry holding the stored rows; None if nothing stored
+    items: list[ItemOutcome]
+
+
+@dataclass(slots=True)
+class _Request:
+    user_id: str
+    port: int
+    ide_type: str
+    notify: str
+    items: Sequence[BufferItem]
+    future: asyncio.Future[Outcome] = field(repr=False)
+
+
+class IngestBuffer:
+    """Submit messages from any coroutine; one flusher task talks to Redis."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        pool: asyncpg.Pool,
+        keys: Keys,
+        *,
+        state_ttl_s: int,
+    ) -> None:
+        self._redis = redis
+        self._pool = pool
+        self._keys = keys
+        self._state_ttl_s = state_ttl_s
+        self._ingest = redis.register_script(_script("ingest.lua"))
+        self._hydrate = redis.register_script(_script("hydrate.lua"))
+        # Unbounded by design: its size is bounded by the callers, since every connection
+        # caps the frames it has in flight (Settings.max_inflight_frames).
+        self._queue: list[_Request] = []
+        self._wake = asyncio.Event()
+
+    def submit(
+        self,
+        user_id: str,
+        port: int,
+        ide_type: str,
+        items: Sequence[BufferItem],
+        notify: str = "",
+    ) -> asyncio.Future[Outcome]:
+        """Queue the items; the future resolves once they are in Redis (or fails).
+
+        Synchronous on purpose: the order of `submit` calls is the order of seq allocation.
+        """
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Request(user_id, port, ide_type, notify, items, future))
+        self._wake.set()
+        return future
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[IngestBuffer]:
+        """Run the flusher for the lifetime of the context; on exit, flush what is queued."""
+        task = asyncio.create_task(self._run(), name="ingest-flusher")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if self._queue:
+                await self._flush_safely(self._take())
+
+    def _take(self) -> list[_Request]:
+        batch, self._queue = self._queue, []
+        self._wake.clear()
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await self._flush_safely(self._take())
+
+    async def _flush_safely(self, batch: list[_Request]) -> None:
+        try:
+            await self._flush(batch)
+        except Exception as exc:
+            log.exception("ingest flush of %d requests failed", len(batch))
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+
+    async def _flush(self, batch: list[_Request]) -> None:
+        todo = [r for r in batch if not r.future.cancelled()]
+        for _ in range(_MAX_RESOLVE_ROUNDS):
+            if not todo:
+                return
+            replies = await self._ingest(args=self._arguments(todo))
+            retry: list[_Request] = []
+            for request, reply in zip(todo, replies, strict=True):
+                status = reply[0]
+                if status == b"K":
+                    if not request.future.done():
+                        request.future.set_result(_outcome(reply))
+                    continue
+                retry.append(request)
+                if status == b"S":
+                    await self._resolve_session(request)
+                else:
+                    await self._load_state(uuid.UUID(reply[1].decode()))
+            todo = retry
+        raise RuntimeError(f"session state for {len(todo)} requests could not be resolved")
+
+    def _arguments(self, requests: list[_Request]) -> list[bytes | str | int]:
+        args: list[bytes | str | int] = [
+            self._keys.prefix,
+            self._keys.stream,
+            self._state_ttl_s,
+            time.time_ns() // 1_000_000,
+        ]
+        for request in requests:
+            args += (request.user_id, request.port, request.notify, len(request.items))
+            for item in request.items:
+                args += (item.dedup_key, item.content_hash, str(item.id), item.row_tail)
+        return args
+
+    async def _resolve_session(self, request: _Request) -> None:
+        """Find or create the active session in PostgreSQL and cache it in Redis."""
+        active_key = self._keys.active(request.user_id, request.port)
+        if await self._redis.exists(active_key):
+            return  # resolved by an earlier request of this batch
+        async with self._pool.acquire() as conn:
+            session, created = await sessions.find_or_create_active(
+                conn, request.user_id, request.port, request.ide_type
+            )
+        if created:
+            await self.init_state(session.id)
+        # NX: a rotation that already wrote a newer session id must win over this lookup.
+        await self._redis.set(active_key, str(session.id), nx=True)
+
+    async def init_state(self, session_id: uuid.UUID) -> None:
+        """Give a brand-new session an empty dedup state (nothing to load from PostgreSQL)."""
+        state = self._keys.session_state(str(session_id))
+        await self._hydrate(keys=[state], args=[self._state_ttl_s, 0])
+
+    async def _load_state(self, session_id: uuid.UUID) -> None:
+        """Rebuild a session's dedup state from PostgreSQL plus rows still in the buffer."""
+        sid = str(session_id)
+        async with self._pool.acquire() as conn:
+            stored = await sessions.stored_keys(conn, session_id)
+        entries: dict[str, str] = {}
+        last_seq = 0
+        for key in stored:
+            entries[key.dedup_key.hex] = _state_value(
+                key.seq, key.id, key.content, int(key.created_at.timestamp() * 1000)
+            )
+            last_seq = max(last_seq, key.seq)
+        for raw in await self._redis.zrange(self._keys.pending(sid), 0, -1):
+            row = orjson.loads(raw)  # type: ignore[arg-type]  # zrange gives bytes here
+            entries[row["dk"]] = _state_value(
+                row["seq"], uuid.UUID(row["id"]), row["content"], row["at"]
+            )
+            last_seq = max(last_seq, row["seq"])
+        state = self._keys.session_state(sid)
+        pairs = [value for pair in entries.items() for value in pair]
+        for start in range(0, len(pairs), 2 * _HYDRATE_CHUNK):
+            chunk = pairs[start : start + 2 * _HYDRATE_CHUNK]
+            await self._hydrate(keys=[state], args=[self._state_ttl_s, "", *chunk])
+        await self._hydrate(keys=[state], args=[self._state_ttl_s, last_seq])
+        log.info("reloaded dedup state of session %s: %d messages", sid, len(entries))
+
+
+def _state_value(seq: int, message_id: uuid.UUID, content: str, created_ms: int) -> str:
+    return f"{seq}|{message_id}|{content_hash(content)}|{created_ms}"
+
+
+def _outcome(reply: list[bytes | int]) -> Outcome:
+    entry = reply[2]
+    assert isinstance(entry, bytes) and isinstance(reply[1], bytes)
+    items = [
+        ItemOutcome(uuid.UUID(_text(reply[i + 1])), int(reply[i]), int(reply[i + 2]))
+        for i in range(3, len(reply), 3)
+    ]
+    return Outcome(uuid.UUID(reply[1].decode()), entry.decode() or None, items)
+
+
+def _text(value: bytes | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _script(name: str) -> str:
+    return resources.files("storage").joinpath(name).read_text()

@@ -1,0 +1,42 @@
+"""Every Redis key and channel name, built in one place from one prefix.
+
+Tests and co-tenant deployments isolate themselves by prefix. Names are plain strings: the ingest
+script touches keys it derives from its arguments, which is fine on a standalone Redis or a
+primary/replica pair; sharding the ingest stream across a cluster is separate work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WRITER_GROUP = "writers"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+
+    @property
+    def stream(self) -> str:
+        """The ingest stream the batch writers drain through the consumer group."""
+        return f"{self.prefix}ingest"
+
+    def active(self, user_id: str, port: int) -> str:
+        """String: the id of the user's active session on the port."""
+        return f"{self.prefix}active:{user_id}:{port}"
+
+    def session_state(self, session_id: str) -> str:
+        """Hash: field `#` is the last seq; every other field is a dedup key whose value is
+        `seq|id|content_hash|created_ms`. Expires when the session is idle; reloaded from
+        PostgreSQL on demand."""
+        return f"{self.prefix}s:{session_id}"
+
+    def pending(self, session_id: str) -> str:
+        """Sorted set by seq: the session's rows still in the buffer (not yet committed), for
+        read-your-writes. The writer removes a row once it is committed."""
+        return f"{self.prefix}b:{session_id}"
+
+    def persisted_channel(self, process_id: str) -> str:
+        """Pub/sub channel on which writers tell one gateway process its durable frames are
+        committed."""
+        return f"{self.prefix}persisted:{process_id}"

@@ -1,0 +1,112 @@
+"""Reading a session's messages with read-your-writes across the buffer and PostgreSQL.
+
+An acked message is either still in the session's pending set in Redis or, once committed,
+in PostgreSQL (the writer removes it from the pending set only after the commit). Reading
+Redis first and PostgreSQL second therefore never misses one: a message that leaves Redis
+between the two reads is already committed when PostgreSQL is read. A message in both is
+taken from Redis, which holds the newer version when an edit is still buffered.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from storage.db import Connection
+from storage.keys import Keys
+
+_SELECT = (
+    "SELECT id, seq, client_id, role, content, content_type, source, client_ts, created_at,"
+    " edited_at, metadata FROM messages WHERE session_id = $1"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    messages: list[dict[str, Any]]
+    has_more: bool
+
+
+async def session_messages(
+    conn: Connection,
+    redis: aioredis.Redis,
+    keys: Keys,
+    session_id: uuid.UUID,
+    *,
+    after_seq: int | None = None,
+    before_seq: int | None = None,
+    limit: int = 100,
+) -> Page:
+    """Messages with after_seq < seq < before_seq, in seq order, at most `limit`.
+
+    With only `before_seq`, the page is the `limit` messages just before it (scrolling back);
+    otherwise the `limit` messages just after `after_seq` (default: from the start).
+    """
+    backwards = before_seq is not None and after_seq is None
+    low = after_seq if after_seq is not None else 0
+    high = before_seq if before_seq is not None else None
+    pending_key = keys.pending(str(session_id))
+    # Redis first, then PostgreSQL: see the module docstring.
+    if backwards:
+        raw = await redis.zrevrangebyscore(
+            pending_key, f"({high}", f"({low}", start=0, num=limit + 1
+        )
+    else:
+        raw = await redis.zrangebyscore(
+            pending_key, f"({low}", f"({high}" if high is not None else "+inf",
+            start=0, num=limit + 1,
+        )
+    buffered = {row["seq"]: row for row in map(_buffered_message, raw)}
+    where = " AND seq > $2" + (" AND seq < $3" if high is not None else "")
+    order = " ORDER BY seq DESC" if backwards else " ORDER BY seq"
+    args: list[Any] = [session_id, low] + ([high] if high is not None else [])
+    records = await conn.fetch(_SELECT + where + order + f" LIMIT {limit + 1}", *args)
+    merged = {r["seq"]: _stored_message(r) for r in records}
+    merged.update(buffered)
+    seqs = sorted(merged, reverse=backwards)
+    page = [merged[s] for s in seqs[:limit]]
+    if backwards:
+        page.reverse()
+    return Page(page, has_more=len(seqs) > limit)
+
+
+def _buffered_message(raw: Any) -> dict[str, Any]:
+    row = orjson.loads(raw)
+    return {
+        "id": row["id"],
+        "seq": row["seq"],
+        "client_id": row["cid"],
+        "role": row["role"],
+        "content": row["content"],
+        "content_type": row["ct"],
+        "source": row["src"],
+        "timestamp": datetime.fromisoformat(row["cts"]) if row["cts"] else None,
+        "created_at": _from_ms(row["at"]),
+        "edited_at": _from_ms(row["ed"]) if row["ed"] is not None else None,
+        "metadata": row["meta"],
+    }
+
+
+def _stored_message(record: Any) -> dict[str, Any]:
+    return {
+        "id": str(record["id"]),
+        "seq": record["seq"],
+        "client_id": record["client_id"],
+        "role": record["role"],
+        "content": record["content"],
+        "content_type": record["content_type"],
+        "source": record["source"],
+        "timestamp": record["client_ts"],
+        "created_at": record["created_at"],
+        "edited_at": record["edited_at"],
+        "metadata": orjson.loads(record["metadata"]),
+    }
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)

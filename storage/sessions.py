@@ -1,0 +1,152 @@
+"""Session queries: find or create a port's active session, rotate it, read one.
+
+PostgreSQL is the source of truth for which session is active: the partial unique index
+`sessions_one_active` makes racing creators meet on one row. Redis only caches the answer
+(see `storage/buffer.py`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from storage.db import Connection
+from storage.ids import new_id
+
+_COLUMNS = (
+    "id, user_id, port, ide_type, title, status, pinned, message_count, last_message_at,"
+    " created_at, updated_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id: uuid.UUID
+    user_id: str
+    port: int
+    ide_type: str
+    title: str | None
+    status: str
+    pinned: bool
+    message_count: int
+    last_message_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract's session object (no user id: clients only ever see their own)."""
+        return {
+            "id": self.id,
+            "port": self.port,
+            "ide_type": self.ide_type,
+            "title": self.title,
+            "status": self.status,
+            "pinned": self.pinned,
+            "message_count": self.message_count,
+            "last_message_at": self.last_message_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+def _session(record: asyncpg.Record) -> Session:
+    return Session(**dict(record))
+
+
+async def find_or_create_active(
+    conn: Connection, user_id: str, port: int, ide_type: str
+) -> tuple[Session, bool]:
+    """The user's active session on the port, created if there is none; True if created.
+
+    Safe under races: a concurrent creator's insert loses on the unique index and reads the
+    winner's row instead.
+    """
+    while True:
+        created = await conn.fetchrow(
+            f"INSERT INTO sessions (id, user_id, port, ide_type) VALUES ($1, $2, $3, $4)"
+            f" ON CONFLICT (user_id, port) WHERE status = 'active' DO NOTHING"
+            f" RETURNING {_COLUMNS}",
+            new_id(),
+            user_id,
+            port,
+            ide_type,
+        )
+        if created is not None:
+            return _session(created), True
+        found = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM sessions"
+            f" WHERE user_id = $1 AND port = $2 AND status = 'active'",
+            user_id,
+            port,
+        )
+        if found is not None:
+            return _session(found), False
+        # The active session was archived between our insert and select: try again.
+
+
+async def rotate(
+    conn: Connection, user_id: str, port: int, ide_type: str, title: str | None
+) -> tuple[Session | None, Session]:
+    """Archive the port's active session (if any) and create a new active one, atomically."""
+    while True:
+        try:
+            async with conn.transaction():
+                old = await conn.fetchrow(
+                    f"UPDATE sessions SET status = 'archived', archived_at = now(),"
+                    f" updated_at = now()"
+                    f" WHERE user_id = $1 AND port = $2 AND status = 'active'"
+                    f" RETURNING {_COLUMNS}",
+                    user_id,
+                    port,
+                )
+                new = await conn.fetchrow(
+                    f"INSERT INTO sessions (id, user_id, port, ide_type, title)"
+                    f" VALUES ($1, $2, $3, $4, $5) RETURNING {_COLUMNS}",
+                    new_id(),
+                    user_id,
+                    port,
+                    ide_type,
+                    title,
+                )
+        except asyncpg.UniqueViolationError:
+            # A concurrent creator committed an active session after our UPDATE's snapshot.
+            continue
+        assert new is not None
+        return (_session(old) if old else None), _session(new)
+
+
+async def get_session(
+    conn: Connection, user_id: str, session_id: uuid.UUID
+) -> Session | None:
+    """The session if it exists, belongs to the user and is not deleted."""
+    record = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM sessions"
+        f" WHERE id = $1 AND user_id = $2 AND status <> 'deleted'",
+        session_id,
+        user_id,
+    )
+    return _session(record) if record else None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """What the ingest script must know of a stored message to dedup against it."""
+
+    seq: int
+    id: uuid.UUID
+    dedup_key: uuid.UUID
+    content: str
+    created_at: datetime
+
+
+async def stored_keys(conn: Connection, session_id: uuid.UUID) -> list[StoredKey]:
+    """Every committed message's dedup state, to reload a session's Redis state."""
+    records = await conn.fetch(
+        "SELECT seq, id, dedup_key, content, created_at FROM messages WHERE session_id = $1",
+        session_id,
+    )
+    return [StoredKey(**dict(r)) for r in records]

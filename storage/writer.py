@@ -1,0 +1,381 @@
+"""The batch writer: drains the ingest stream into PostgreSQL.
+
+Reads entries through the `writers` consumer group in size- and time-bounded batches, writes
+each batch in one transaction, and acknowledges the entries only after the commit, so a writer
+that dies at any point leaves its entries pending for another writer to claim
+(`XAUTOCLAIM` after `claim_idle_ms`).
+
+Fast path: new rows go in with one COPY straight into `messages`, and the session counters are
+updated from the batch itself. A batch that was already (partly) written, because a writer died
+between commit and XACK, fails that COPY on the primary key; the batch is then written again
+through a staging table with `ON CONFLICT DO NOTHING`, counting only rows really inserted. So a
+batch written twice leaves one row per message and the counters right.
+
+Edits (streaming growth) are upserts that keep the newest version (`edited_at`), whichever order
+writers commit them in; several edits of one message in a batch become one row write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from storage.db import Connection
+from storage.keys import WRITER_GROUP, Keys
+
+log = logging.getLogger(__name__)
+
+COLUMNS = (
+    "session_id",
+    "seq",
+    "id",
+    "user_id",
+    "port",
+    "client_id",
+    "dedup_key",
+    "role",
+    "content",
+    "content_type",
+    "source",
+    "client_ts",
+    "created_at",
+    "edited_at",
+    "metadata",
+)
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class WriterConfig:
+    batch_entries: int = 500  # entries per XREADGROUP; each entry holds one frame's rows
+    block_ms: int = 50  # how long a read waits for entries before writing what it has
+    claim_idle_ms: int = 30_000  # entries pending this long on another consumer are claimed
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    rows_inserted: int
+    rows_edited: int
+    replayed: bool  # True when the fast path hit rows already written (a replayed batch)
+
+
+class BatchWriter:
+    """One consumer of the writer group. Run any number of them, in any processes."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        keys: Keys,
+        config: WriterConfig | None = None,
+        *,
+        consumer: str | None = None,
+    ) -> None:
+        self._pool = pool
+        self._redis = redis
+        self._keys = keys
+        self._config = config or WriterConfig()
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.rows_written = 0
+        self._committed = asyncio.Condition()  # notified after every acknowledged batch
+
+    async def ensure_group(self) -> None:
+        """Create the consumer group at the start of the stream (`0`), so entries appended
+        before any writer existed are written too."""
+        try:
+            await self._redis.xgroup_create(self._keys.stream, WRITER_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[BatchWriter]:
+        """Run the writer loop for the lifetime of the context; on exit, drain the stream."""
+        await self.ensure_group()
+        stop = asyncio.Event()
+        task = asyncio.create_task(self.run(stop), name=f"writer-{self.consumer}")
+        try:
+            yield self
+        finally:
+            stop.set()
+            await task
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Write batches until `stop` is set, then drain what is left and return."""
+        next_claim = 0.0
+        own_pending_first = True  # after a start or a failure, retry our own pending entries
+        while not stop.is_set():
+            try:
+                if time.monotonic() >= next_claim:
+                    await self.claim_stale()
+                    next_claim = time.monotonic() + self._config.claim_idle_ms / 2000
+                if own_pending_first:
+                    own_pending_first = await self._drain_own_pending()
+                    continue
+                await self.step(block_ms=self._config.block_ms)
+            except (OSError, asyncpg.PostgresError, aioredis.RedisError) as exc:
+                log.error("writer batch failed, retrying: %s", exc)
+                own_pending_first = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)  # back off, but stop promptly
+        await self.drain()
+
+    async def step(self, *, block_ms: int | None = None) -> int:
+        """Read one batch of new entries and write it; returns the entries written."""
+        response = await self._redis.xreadgroup(
+            WRITER_GROUP,
+            self.consumer,
+            {self._keys.stream: ">"},
+            count=self._config.batch_entries,
+            block=block_ms,
+        )
+        entries = _entries(response)
+        if entries:
+            await self.write(entries)
+        return len(entries)
+
+    async def drain(self) -> None:
+        """Write everything still unread, without blocking (used at shutdown)."""
+        await self._drain_own_pending()
+        while await self.step(block_ms=None):
+            pass
+
+    async def _drain_own_pending(self) -> bool:
+        """Write entries delivered to this consumer but not acknowledged; False when none."""
+        response = await self._redis.xreadgroup(
+            WRITER_GROUP,
+            self.consumer,
+            {self._keys.stream: "0"},
+            count=self._config.batch_entries,
+        )
+        entries = _entries(response)
+        if entries:
+            await self.write(entries)
+        return bool(entries)
+
+    async def claim_stale(self) -> int:
+        """Take over entries left pending by a consumer that died; write them."""
+        claimed = 0
+        cursor = "0-0"
+        while True:
+            reply = await self._redis.xautoclaim(
+                self._keys.stream,
+                WRITER_GROUP,
+                self.consumer,
+                min_idle_time=self._config.claim_idle_ms,
+                start_id=cursor,
+                count=self._config.batch_entries,
+            )
+            cursor, entries = _text(reply[0]), [e for e in reply[1] if e[1] is not None]
+            if entries:
+                log.warning("claimed %d stale entries from a dead writer", len(entries))
+                await self.write(entries)
+                claimed += len(entries)
+            if cursor == "0-0":
+                return claimed
+
+    async def write(self, entries: list[Entry]) -> BatchResult:
+        """Write the entries' rows in one transaction, then acknowledge them."""
+        batch = _Batch.from_entries(entries)
+        async with self._pool.acquire() as conn:
+            result = await write_batch(conn, batch)
+        await self._acknowledge(entries, batch)
+        self.rows_written += result.rows_inserted
+        async with self._committed:
+            self._committed.notify_all()
+        return result
+
+    async def backlog(self) -> int:
+        """Entries not yet written. Written entries are deleted from the stream right after
+        their XACK, so this is simply the stream's length."""
+        return int(await self._redis.xlen(self._keys.stream))
+
+    async def wait_drained(self) -> None:
+        """Return once every entry appended so far is written; wakes on each commit.
+
+        Bound it with a timeout: with no writer running it waits forever.
+        """
+        while True:
+            async with self._committed:
+                if await self.backlog() == 0:
+                    return
+                await self._committed.wait()
+
+    async def _acknowledge(self, entries: list[Entry], batch: _Batch) -> None:
+        ids = [entry_id for entry_id, _ in entries]
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xack(self._keys.stream, WRITER_GROUP, *ids)
+        pipe.xdel(self._keys.stream, *ids)
+        for session_id, raw_rows in batch.raw_by_session.items():
+            pipe.zrem(self._keys.pending(session_id), *raw_rows)
+        for channel, token in batch.notify:
+            pipe.publish(channel, token)
+        await pipe.execute()
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A batch's rows, decoded: new rows keyed by (session, seq) with later edits folded in,
+    edits of rows not in this batch, and what to acknowledge afterwards."""
+
+    new: dict[tuple[str, int], tuple[Any, ...]]
+    edits: dict[tuple[str, int], tuple[Any, ...]]
+    raw_by_session: dict[str, list[bytes]]
+    notify: list[tuple[str, str]]
+
+    @classmethod
+    def from_entries(cls, entries: list[Entry]) -> _Batch:
+        batch = cls({}, {}, {}, [])
+        for _, fields in entries:
+            for name, value in fields.items():
+                if name == b"n":
+                    if value:
+                        channel, _, token = value.decode().rpartition("|")
+                        batch.notify.append((channel, token))
+                    continue
+                row = orjson.loads(value)
+                record = _record(row)
+                key = (row["sid"], row["seq"])
+                if row["ed"] is None or key in batch.new:
+                    batch.new[key] = record
+                else:
+                    batch.edits[key] = record
+                batch.raw_by_session.setdefault(row["sid"], []).append(value)
+        return batch
+
+
+def _record(row: dict[str, Any]) -> tuple[Any, ...]:
+    """A stream row as a COPY record, in COLUMNS order."""
+    client_ts = row["cts"]
+    edited = row["ed"]
+    return (
+        uuid.UUID(row["sid"]),
+        row["seq"],
+        uuid.UUID(row["id"]),
+        row["user"],
+        row["port"],
+        row["cid"],
+        uuid.UUID(row["dk"]),
+        row["role"],
+        row["content"],
+        row["ct"],
+        row["src"],
+        datetime.fromisoformat(client_ts) if client_ts else None,
+        _from_ms(row["at"]),
+        _from_ms(edited) if edited is not None else None,
+        orjson.dumps(row["meta"]).decode(),
+    )
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS incoming_messages"
+    " (LIKE messages INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_COUNTERS = """
+UPDATE sessions s
+   SET message_count = s.message_count + c.n,
+       last_message_at = greatest(s.last_message_at, c.last_at),
+       activity_at = greatest(s.activity_at, c.last_at),
+       updated_at = now()
+  FROM (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[])) AS c(id, n, last_at)
+ WHERE s.id = c.id
+"""
+_UPSERT_EDITS = f"""
+INSERT INTO messages ({", ".join(COLUMNS)})
+SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::int[], $6::text[],
+                     $7::uuid[], $8::text[], $9::text[], $10::text[], $11::text[],
+                     $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::jsonb[])
+ON CONFLICT (session_id, seq) DO UPDATE
+   SET content = excluded.content, role = excluded.role, content_type = excluded.content_type,
+       metadata = excluded.metadata, client_ts = excluded.client_ts,
+       edited_at = excluded.edited_at
+ WHERE messages.edited_at IS NULL OR messages.edited_at < excluded.edited_at
+RETURNING session_id, created_at, (xmax = 0) AS inserted
+"""
+
+
+async def write_batch(conn: Connection, batch: _Batch) -> BatchResult:
+    """Write one batch in one transaction; idempotent (see the module docstring)."""
+    new_rows = list(batch.new.values())
+    try:
+        async with conn.transaction():
+            if new_rows:
+                await conn.copy_records_to_table("messages", records=new_rows, columns=COLUMNS)
+            inserted = [(r[0], r[12]) for r in new_rows]
+            inserted += await _upsert_edits(conn, batch)
+            await _update_counters(conn, inserted)
+        return BatchResult(len(new_rows), len(batch.edits), replayed=False)
+    except asyncpg.UniqueViolationError:
+        log.info("batch of %d rows was partly written; rewriting idempotently", len(new_rows))
+    async with conn.transaction():
+        await conn.execute(_STAGING)
+        if new_rows:
+            await conn.copy_records_to_table(
+                "incoming_messages", records=new_rows, columns=COLUMNS
+            )
+        records = await conn.fetch(
+            f"INSERT INTO messages ({', '.join(COLUMNS)})"
+            f" SELECT {', '.join(COLUMNS)} FROM incoming_messages"
+            " ON CONFLICT DO NOTHING RETURNING session_id, created_at"
+        )
+        inserted = [(r["session_id"], r["created_at"]) for r in records]
+        inserted += await _upsert_edits(conn, batch)
+        await _update_counters(conn, inserted)
+    return BatchResult(len(records), len(batch.edits), replayed=True)
+
+
+async def _upsert_edits(conn: Connection, batch: _Batch) -> list[tuple[uuid.UUID, datetime]]:
+    """Apply edits of rows from earlier batches; returns rows this inserted (edit arrived
+    before its original was committed by another writer)."""
+    if not batch.edits:
+        return []
+    columns = list(zip(*batch.edits.values(), strict=True))
+    records = await conn.fetch(_UPSERT_EDITS, *columns)
+    return [(r["session_id"], r["created_at"]) for r in records if r["inserted"]]
+
+
+async def _update_counters(conn: Connection, inserted: list[tuple[uuid.UUID, datetime]]) -> None:
+    per_session: dict[uuid.UUID, tuple[int, datetime]] = {}
+    for session_id, created_at in inserted:
+        count, last = per_session.get(session_id, (0, created_at))
+        per_session[session_id] = (count + 1, max(last, created_at))
+    if per_session:
+        ids = list(per_session)
+        await conn.execute(
+            _COUNTERS,
+            ids,
+            [per_session[i][0] for i in ids],
+            [per_session[i][1] for i in ids],
+        )
+
+
+def _entries(response: Any) -> list[Entry]:
+    """The entries of an XREADGROUP reply on one stream (redis-py gives a list or a dict)."""
+    if not response:
+        return []
+    if isinstance(response, dict):
+        return [e for e in next(iter(response.values()))[0] if e[1] is not None]
+    return [e for e in response[0][1] if e[1] is not None]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
