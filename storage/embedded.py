@@ -173,7 +173,7 @@ def _copy_postgres(package: Path, target: Path) -> None:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     target.parent.chmod(0o755)
-    logger.info("copying PostgreSQL binaries to %s so that nobody can run them", target)
+    logger.info("copying PostgreSQL binaries to %s, where user nobody can run them", target)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     try:
         shutil.copytree(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -43,8 +44,12 @@ def server_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     if given:
         yield given
         return
-    with embedded_postgres(tmp_path_factory.mktemp("postgres")) as url:
+    path = tmp_path_factory.mktemp("pg") / "cluster"
+    with embedded_postgres(path) as url:
         yield url
+    if path.is_symlink():
+        # As root the cluster lives outside pytest's 0700 temp folder (see storage/embedded.py).
+        shutil.rmtree(path.resolve(), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -213,6 +218,14 @@ async def drained(running: RunningGateway, timeout: float = 15.0) -> None:
     writer = running.gateway.writer
     assert writer is not None, "this gateway runs no writer"
     await asyncio.wait_for(writer.wait_drained(), timeout)
+
+
+async def count_messages(db: asyncpg.Pool, session_id: str | uuid.UUID) -> int:
+    """Rows of the session in PostgreSQL."""
+    n: int = await db.fetchval(
+        "SELECT count(*) FROM messages WHERE session_id = $1", uuid.UUID(str(session_id))
+    )
+    return n
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,207 @@
+"""The batch writer: exactly once into PostgreSQL, idempotent replays, reclaim, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from gateway.settings import Settings
+from storage.keys import WRITER_GROUP
+from storage.writer import BatchWriter, WriterConfig, _Batch, write_batch
+from tests.conftest import (
+    RunningGateway,
+    count_messages,
+    drained,
+    receive,
+    request,
+    run_gateway,
+    send,
+)
+
+
+async def _send_many(gateway: RunningGateway, port: int, n: int, tag: str) -> list[dict]:
+    """Pipeline n messages (every fifth one a resend of the previous) and collect the acks."""
+    async with gateway.connect() as ws:
+        for i in range(n):
+            content = f"{tag} {i - 1 if i % 5 == 4 else i}"
+            frame = {"type": "message", "port": port, "content": content, "id": content}
+            await send(ws, frame)
+        return [await receive(ws) for _ in range(n)]
+
+
+async def test_every_acked_message_is_in_postgres_exactly_once(
+    gateway: RunningGateway, db: asyncpg.Pool
+) -> None:
+    """Four concurrent connections on two ports: after the writer drains, PostgreSQL holds
+    exactly the acked (session, seq, id) triples, once each, with matching counters."""
+    batches = await asyncio.gather(
+        *[_send_many(gateway, 9700 + c % 2, 500, f"c{c}") for c in range(4)]
+    )
+    acked = {
+        (a["session_id"], r["seq"], r["id"])
+        for acks in batches
+        for a in acks
+        for r in a["results"]
+        if not r["duplicate"]
+    }
+    assert len(acked) == 4 * 400
+    await drained(gateway)
+    rows = await db.fetch(
+        "SELECT session_id, seq, id FROM messages WHERE user_id = $1",
+        gateway.settings.local_user,
+    )
+    stored = [(str(r["session_id"]), r["seq"], str(r["id"])) for r in rows]
+    assert len(stored) == len(set(stored)) == len(acked)
+    assert set(stored) == acked
+    per_session = await db.fetch(
+        "SELECT id, message_count FROM sessions WHERE user_id = $1", gateway.settings.local_user
+    )
+    assert sorted(r["message_count"] for r in per_session) == [800, 800]
+    for session in per_session:
+        seqs = sorted(s for sid, s, _ in stored if sid == str(session["id"]))
+        assert seqs == list(range(1, 801))
+
+
+async def _read_as(
+    redis: aioredis.Redis, gateway: RunningGateway, consumer: str
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    stream = gateway.gateway.keys.stream
+    writer = BatchWriter(gateway.gateway.pool, redis, gateway.gateway.keys)
+    await writer.ensure_group()
+    response = await redis.xreadgroup(WRITER_GROUP, consumer, {stream: ">"}, count=10_000)
+    return list(response[0][1]) if response else []
+
+
+async def test_batch_written_twice_leaves_one_row_per_message(
+    gateway_no_writer: RunningGateway, redis: aioredis.Redis, db: asyncpg.Pool
+) -> None:
+    """A writer killed after its commit but before XACK: the batch is written again by
+    another writer, which stores no duplicate and does not double the counters."""
+    acks = await _send_many(gateway_no_writer, 9710, 50, "twice")
+    entries = await _read_as(redis, gateway_no_writer, "crashed")
+    assert len(entries) == 40  # resends add no stream entry
+    pool = gateway_no_writer.gateway.pool
+    async with pool.acquire() as conn:
+        first = await write_batch(conn, _Batch.from_entries(entries))  # committed, never acked
+    assert (first.rows_inserted, first.replayed) == (40, False)
+    replay = BatchWriter(pool, redis, gateway_no_writer.gateway.keys, consumer="rescuer")
+    second = await replay.write(entries)
+    assert (second.rows_inserted, second.replayed) == (0, True)
+    session_id = uuid.UUID(acks[0]["session_id"])
+    assert await count_messages(db, session_id) == 40
+    assert await db.fetchval("SELECT message_count FROM sessions WHERE id = $1", session_id) == 40
+    assert await replay.backlog() == 0
+
+
+async def test_a_half_written_batch_is_completed_without_duplicates(
+    gateway_no_writer: RunningGateway, redis: aioredis.Redis, db: asyncpg.Pool
+) -> None:
+    """A replayed batch that overlaps committed rows writes only the missing ones."""
+    acks = await _send_many(gateway_no_writer, 9711, 30, "half")
+    entries = await _read_as(redis, gateway_no_writer, "crashed")
+    pool = gateway_no_writer.gateway.pool
+    async with pool.acquire() as conn:
+        await write_batch(conn, _Batch.from_entries(entries[:10]))
+    writer = BatchWriter(pool, redis, gateway_no_writer.gateway.keys, consumer="rescuer")
+    result = await writer.write(entries)
+    assert result.replayed and result.rows_inserted == 24 - 10
+    session_id = uuid.UUID(acks[0]["session_id"])
+    rows = await db.fetch("SELECT seq FROM messages WHERE session_id = $1", session_id)
+    assert sorted(r["seq"] for r in rows) == list(range(1, 25))
+    assert await db.fetchval("SELECT message_count FROM sessions WHERE id = $1", session_id) == 24
+
+
+async def test_entries_of_a_dead_writer_are_claimed(
+    gateway_no_writer: RunningGateway, redis: aioredis.Redis, db: asyncpg.Pool
+) -> None:
+    """Entries a dead consumer read but never acknowledged are claimed and written."""
+    acks = await _send_many(gateway_no_writer, 9712, 20, "dead")
+    entries = await _read_as(redis, gateway_no_writer, "dead-writer")
+    assert len(entries) == 16
+    running = gateway_no_writer.gateway
+    writer = BatchWriter(
+        running.pool, redis, running.keys, WriterConfig(claim_idle_ms=0), consumer="alive"
+    )
+    async with writer.running():
+        await asyncio.wait_for(writer.wait_drained(), 15)
+    session_id = uuid.UUID(acks[0]["session_id"])
+    assert await count_messages(db, session_id) == 16
+    pending = await redis.xpending(running.keys.stream, WRITER_GROUP)
+    assert pending["pending"] == 0
+
+
+async def test_edits_within_a_batch_become_one_row_write(
+    gateway_no_writer: RunningGateway, redis: aioredis.Redis, db: asyncpg.Pool
+) -> None:
+    """50 growing snapshots of one reply, written in one batch, give one row with the final
+    content."""
+    async with gateway_no_writer.connect() as ws:
+        for n in range(1, 51):
+            frame = {"type": "message", "port": 9713, "id": "r", "content": "tok " * n}
+            await send(ws, frame)
+        acks = [await receive(ws) for _ in range(50)]
+    entries = await _read_as(redis, gateway_no_writer, "one-batch")
+    batch = _Batch.from_entries(entries)
+    assert len(batch.new) == 1 and not batch.edits  # folded into the new row
+    running = gateway_no_writer.gateway
+    await BatchWriter(running.pool, redis, running.keys, consumer="one-batch").write(entries)
+    rows = await db.fetch(
+        "SELECT content FROM messages WHERE session_id = $1", uuid.UUID(acks[0]["session_id"])
+    )
+    assert [r["content"] for r in rows] == ["tok " * 50]
+
+
+async def test_edit_of_a_committed_message_updates_it(
+    gateway_no_writer: RunningGateway, redis: aioredis.Redis, db: asyncpg.Pool
+) -> None:
+    """An edit arriving after its original was committed updates the row in place."""
+    running = gateway_no_writer.gateway
+    writer = BatchWriter(running.pool, redis, running.keys, consumer="w")
+    async with gateway_no_writer.connect() as ws:
+        ack = await request(ws, {"type": "message", "port": 9714, "id": "e", "content": "v1"})
+        await writer.write(await _read_as(redis, gateway_no_writer, "w"))
+        await request(ws, {"type": "message", "port": 9714, "id": "e", "content": "v2"})
+        result = await writer.write(await _read_as(redis, gateway_no_writer, "w"))
+    assert (result.rows_inserted, result.rows_edited) == (0, 1)
+    row = await db.fetchrow(
+        "SELECT content, seq, id FROM messages WHERE session_id = $1",
+        uuid.UUID(ack["session_id"]),
+    )
+    assert row is not None and row["content"] == "v2" and row["seq"] == 1
+    assert str(row["id"]) == ack["results"][0]["id"]
+
+
+async def test_shutdown_drains_the_buffer(settings: Settings, db: asyncpg.Pool) -> None:
+    """A gateway stopped right after acking writes everything before it exits."""
+    slow = replace(settings, writer_block_ms=5000)
+    async with run_gateway(slow) as running:
+        acks = await _send_many(running, 9715, 100, "drain")
+    session_id = uuid.UUID(acks[0]["session_id"])
+    assert await count_messages(db, session_id) == 80
+
+
+async def test_writer_alone_drains_what_a_writerless_gateway_buffered(
+    gateway_no_writer: RunningGateway, redis: aioredis.Redis, db: asyncpg.Pool
+) -> None:
+    """`serve --no-writer` plus a separate writer: the writer picks up every entry."""
+    acks = await _send_many(gateway_no_writer, 9716, 60, "split")
+    running = gateway_no_writer.gateway
+    writer = BatchWriter(running.pool, redis, running.keys)
+    async with writer.running():
+        await asyncio.wait_for(writer.wait_drained(), 15)
+    session_id = uuid.UUID(acks[0]["session_id"])
+    assert await count_messages(db, session_id) == 48
+
+
+async def test_pending_set_is_emptied_after_commit(
+    gateway: RunningGateway, redis: aioredis.Redis
+) -> None:
+    """Once written, rows leave the read-your-writes pending set (Redis memory is bounded by
+    writer lag, not by history)."""
+    acks = await _send_many(gateway, 9717, 25, "pend")
+    await drained(gateway)
+    assert await redis.zcard(gateway.gateway.keys.pending(acks[0]["session_id"])) == 0
