@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.auth import authenticate
 from gateway.context import Gateway
 from gateway.errors import BadRequest, GatewayError, NotFound
 from gateway.ingest import session_id_or_none
@@ -36,7 +37,10 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 
 async def gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return OrjsonResponse(error_body(exc.code, exc.message), status_code=exc.http_status)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+    return OrjsonResponse(
+        error_body(exc.code, exc.message), status_code=exc.http_status, headers=headers
+    )
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -51,7 +55,11 @@ def _gateway(request: Request) -> Gateway:
 
 
 def _user(request: Request) -> str:
-    return _gateway(request).settings.local_user
+    return authenticate(
+        _gateway(request).settings,
+        request.headers.get("authorization"),
+        request.query_params.get("token"),
+    )
 
 
 def _int_param(request: Request, name: str, *, low: int, high: int | None = None) -> int | None:
@@ -76,13 +84,14 @@ async def healthz(request: Request) -> Response:
 async def list_messages(request: Request) -> Response:
     """A session's messages in seq order, keyset-paginated by seq."""
     gateway = _gateway(request)
+    user_id = _user(request)
     session_id = session_id_or_none(request.path_params["session_id"])
     after_seq = _int_param(request, "after_seq", low=0)
     before_seq = _int_param(request, "before_seq", low=1)
     limit = _int_param(request, "limit", low=1, high=MAX_PAGE) or 100
     async with gateway.pool.acquire() as conn:
         session = (
-            await sessions.get_session(conn, _user(request), session_id) if session_id else None
+            await sessions.get_session(conn, user_id, session_id) if session_id else None
         )
         if session is None:
             raise NotFound("no such session")

@@ -19,10 +19,11 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from gateway import api
+from gateway.auth import authenticate
 from gateway.connection import serve_connection
 from gateway.context import Gateway
 from gateway.durable import PersistWaiter
-from gateway.errors import GatewayError
+from gateway.errors import CloseCode, GatewayError, Unauthorized
 from gateway.ingest import Ingestor
 from gateway.protocol import Limits
 from gateway.settings import Settings
@@ -101,11 +102,31 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     gateway: Gateway = websocket.app.state.gateway
+    try:
+        user_id = authenticate(
+            gateway.settings,
+            websocket.headers.get("authorization"),
+            websocket.query_params.get("token"),
+        )
+    except Unauthorized as exc:
+        await refuse_handshake(websocket, exc)
+        return
     await websocket.accept()
     await serve_connection(
         websocket,
         gateway.ingestor,
         gateway.limits,
-        gateway.settings.local_user,
+        user_id,
         gateway.settings.max_inflight_frames,
     )
+
+
+async def refuse_handshake(websocket: WebSocket, error: Unauthorized) -> None:
+    """HTTP 401 instead of the upgrade; servers without the denial-response extension can
+    only accept and close, with 4401."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        body = api.error_body(error.code, error.message)
+        await websocket.send_denial_response(api.OrjsonResponse(body, status_code=401))
+    else:
+        await websocket.accept()
+        await websocket.close(int(CloseCode.UNAUTHORIZED), error.message)

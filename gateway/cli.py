@@ -1,4 +1,4 @@
-"""The `chat-gateway` command line: serve, writer, migrate.
+"""The `chat-gateway` command line: serve, writer, migrate, token.
 
 With no database or Redis URL, `serve` starts an embedded PostgreSQL and Valkey under the data
 folder and records their URLs in `<data>/servers.json` while it runs, so `chat-gateway writer`
@@ -25,11 +25,12 @@ import redis.asyncio as aioredis
 import uvicorn
 
 from gateway.app import create_app
+from gateway.auth import issue_token, parse_duration
 from gateway.connection import VERSION
 from gateway.server import uvicorn_config, uvicorn_options
 from gateway.settings import Settings
 from storage import migrate
-from storage.embedded import embedded_postgres, embedded_redis
+from storage.embedded import EmbeddedServerError, embedded_postgres, embedded_redis
 from storage.keys import Keys
 from storage.writer import BatchWriter, WriterConfig
 
@@ -63,7 +64,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     try:
         args.handler(settings, args)
-    except (migrate.MigrationError, ConnectionError, OSError) as exc:
+    except (
+        migrate.MigrationError,
+        EmbeddedServerError,
+        asyncpg.PostgresError,
+        ConnectionError,
+        OSError,
+    ) as exc:
         log.error("%s", exc)
         sys.exit(1)
 
@@ -110,7 +117,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     mig.add_argument("--status", action="store_true", help="list migrations, apply nothing")
     mig.set_defaults(handler=_migrate)
+
+    token = sub.add_parser(
+        "token", help="print a signed token for a user (needs GATEWAY_AUTH_SECRET)"
+    )
+    token.add_argument("--user", required=True, help="the user id the token speaks for")
+    token.add_argument("--ttl", default="1d", help="lifetime, like 30m, 12h or 7d (default 1d)")
+    token.set_defaults(
+        handler=_token, data_dir=None, database_url=None, redis_url=None, log_level=None
+    )
     return parser
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> None:
+    if settings.local_mode:
+        raise SystemExit("set GATEWAY_AUTH_SECRET (the gateway's secret) to sign tokens")
+    try:
+        print(issue_token(settings.auth_secret, args.user, parse_duration(args.ttl)))
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
@@ -119,13 +144,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
             f"refusing to bind {settings.host}: with no GATEWAY_AUTH_SECRET the gateway runs"
             " in local single-user mode and only binds to loopback (127.0.0.1 or ::1)"
         )
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal; turning
+    # it into SystemExit(0) lets the embedded servers stop and servers.json go, with exit 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
     with _servers(settings, publish=True) as settings:
         asyncio.run(_apply_migrations(settings.database_url))
         log.info(
-            "chat-gateway %s on http://%s:%d (WebSocket /ws), writer %s",
+            "chat-gateway %s starting: %s mode, writer %s",
             VERSION,
-            settings.host,
-            settings.port,
+            "local single-user" if settings.local_mode else "token auth",
             "in-process" if settings.run_writer else "off",
         )
         if settings.workers > 1:
@@ -144,6 +172,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
                 create_app(settings), settings, host=settings.host, port=settings.port
             )
             uvicorn.Server(config).run()
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _writer(settings: Settings, args: argparse.Namespace) -> None:
@@ -221,9 +253,7 @@ def _servers(settings: Settings, *, publish: bool, redis: bool = True) -> Iterat
         if redis and not redis_url:
             log.info("no GATEWAY_REDIS_URL: starting embedded Valkey in %s", data_dir)
             redis_url = stack.enter_context(embedded_redis(data_dir / "redis"))
-        resolved = dataclasses.replace(
-            settings, database_url=database_url, redis_url=redis_url
-        )
+        resolved = dataclasses.replace(settings, database_url=database_url, redis_url=redis_url)
         if publish and (not settings.database_url or not settings.redis_url):
             stack.enter_context(_published(data_dir, resolved))
         yield resolved

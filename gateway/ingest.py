@@ -83,7 +83,7 @@ class Ingestor:
                     await persisted
                 buffered = [o.seq for o in outcome.items if o.flag == DUPLICATE_BUFFERED]
                 if buffered:
-                    await self.waiter.committed(outcome.session_id, buffered)
+                    await self.waiter.committed(uuid.UUID(outcome.session_id), buffered)
         except TimeoutError:
             raise Overloaded(
                 f"the messages are buffered but were not committed to PostgreSQL within"
@@ -121,7 +121,7 @@ def _buffer_item(user_id: str, port: int, item: MessageItem) -> BufferItem:
             "meta": orjson.Fragment(item.metadata_json),
         }
     )
-    return BufferItem(item.dedup_key, item.content_hash, message_id, row[1:])
+    return BufferItem(item.dedup_key, item.content_hash, str(message_id), row[1:].decode())
 
 
 def session_id_or_none(raw: str) -> uuid.UUID | None:

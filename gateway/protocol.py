@@ -8,7 +8,6 @@ batch and stores nothing.
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -309,7 +308,7 @@ def _timestamp(raw: dict[str, Any], where: str) -> datetime | None:
 class ItemResult:
     """The ack's answer for one item."""
 
-    id: uuid.UUID
+    id: str
     client_id: str | None
     seq: int
     duplicate: bool
@@ -318,7 +317,7 @@ class ItemResult:
 
 def encode_ack(
     ref: str | None,
-    session_id: uuid.UUID,
+    session_id: str,
     port: int,
     results: list[ItemResult],
     durability: str,

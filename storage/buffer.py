@@ -22,6 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
 import asyncpg
 import orjson
@@ -44,13 +45,13 @@ class BufferItem:
 
     dedup_key: str
     content_hash: str
-    id: uuid.UUID  # used only when the message is new
-    row_tail: bytes  # the row's JSON object minus its opening brace (see ingest.lua)
+    id: str  # a fresh uuid, used only when the message is new
+    row_tail: str  # the row's JSON object minus its opening brace (see ingest.lua)
 
 
 @dataclass(frozen=True, slots=True)
 class ItemOutcome:
-    id: uuid.UUID
+    id: str  # the message's id (the original one for duplicates and edits)
     seq: int
     flag: int  # STORED, DUPLICATE, UPDATED or DUPLICATE_BUFFERED
 
@@ -59,7 +60,7 @@ class ItemOutcome:
 class Outcome:
     """What the script did with one request."""
 
-    session_id: uuid.UUID
+    session_id: str
     entry_id: str | None  # the stream entry holding the stored rows; None if nothing stored
     items: list[ItemOutcome]
 
@@ -150,40 +151,57 @@ class IngestBuffer:
         for _ in range(_MAX_RESOLVE_ROUNDS):
             if not todo:
                 return
-            replies = await self._ingest(args=self._arguments(todo))
+            replies = orjson.loads(await self._ingest(args=[self._arguments(todo)]))
             retry: list[_Request] = []
+            unresolved: dict[tuple[str, int], _Request] = {}
+            unloaded: set[str] = set()
             for request, reply in zip(todo, replies, strict=True):
                 status = reply[0]
-                if status == b"K":
+                if status == "K":
                     if not request.future.done():
                         request.future.set_result(_outcome(reply))
                     continue
                 retry.append(request)
-                if status == b"S":
-                    await self._resolve_session(request)
+                if status == "S":
+                    unresolved.setdefault((request.user_id, request.port), request)
                 else:
-                    await self._load_state(uuid.UUID(reply[1].decode()))
+                    unloaded.add(reply[1])
+            # Distinct sessions resolve concurrently: one stall, not one per new session.
+            await asyncio.gather(
+                *(self._resolve_session(r) for r in unresolved.values()),
+                *(self._load_state(uuid.UUID(sid)) for sid in unloaded),
+            )
             todo = retry
         raise RuntimeError(f"session state for {len(todo)} requests could not be resolved")
 
-    def _arguments(self, requests: list[_Request]) -> list[bytes | str | int]:
-        args: list[bytes | str | int] = [
-            self._keys.prefix,
-            self._keys.stream,
-            self._state_ttl_s,
-            time.time_ns() // 1_000_000,
-        ]
-        for request in requests:
-            args += (request.user_id, request.port, request.notify, len(request.items))
-            for item in request.items:
-                args += (item.dedup_key, item.content_hash, str(item.id), item.row_tail)
-        return args
+    def _arguments(self, requests: list[_Request]) -> bytes:
+        """The script's single JSON argument (see ingest.lua): one orjson call packs it all,
+        where one Redis argument per field cost about 9 us per message to pack."""
+        return orjson.dumps(
+            [
+                self._keys.prefix,
+                self._keys.stream,
+                self._state_ttl_s,
+                time.time_ns() // 1_000_000,
+                [
+                    [
+                        r.user_id,
+                        r.port,
+                        r.notify,
+                        [
+                            value
+                            for i in r.items
+                            for value in (i.dedup_key, i.content_hash, i.id, i.row_tail)
+                        ],
+                    ]
+                    for r in requests
+                ],
+            ]
+        )
 
     async def _resolve_session(self, request: _Request) -> None:
         """Find or create the active session in PostgreSQL and cache it in Redis."""
         active_key = self._keys.active(request.user_id, request.port)
-        if await self._redis.exists(active_key):
-            return  # resolved by an earlier request of this batch
         async with self._pool.acquire() as conn:
             session, created = await sessions.find_or_create_active(
                 conn, request.user_id, request.port, request.ide_type
@@ -229,18 +247,9 @@ def _state_value(seq: int, message_id: uuid.UUID, content: str, created_ms: int)
     return f"{seq}|{message_id}|{content_hash(content)}|{created_ms}"
 
 
-def _outcome(reply: list[bytes | int]) -> Outcome:
-    entry = reply[2]
-    assert isinstance(entry, bytes) and isinstance(reply[1], bytes)
-    items = [
-        ItemOutcome(uuid.UUID(_text(reply[i + 1])), int(reply[i]), int(reply[i + 2]))
-        for i in range(3, len(reply), 3)
-    ]
-    return Outcome(uuid.UUID(reply[1].decode()), entry.decode() or None, items)
-
-
-def _text(value: bytes | int) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _outcome(reply: list[Any]) -> Outcome:
+    items = [ItemOutcome(reply[i + 1], reply[i], reply[i + 2]) for i in range(3, len(reply), 3)]
+    return Outcome(reply[1], reply[2] or None, items)
 
 
 def _script(name: str) -> str:

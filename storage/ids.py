@@ -10,13 +10,15 @@ import random
 import time
 import uuid
 
-_random = random.SystemRandom()
+# Not a CSPRNG on purpose: ids must be unique, not secret (access is checked per user), and
+# os.urandom per id costs a syscall on the ingest hot path. The module-level generator is
+# reseeded in forked workers.
 
 
 def new_id(unix_ms: int | None = None) -> uuid.UUID:
     """A UUIDv7: 48 bits of Unix milliseconds, version, variant and 74 random bits."""
     ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
-    rand = _random.getrandbits(74)
+    rand = random.getrandbits(74)
     value = (ms & 0xFFFF_FFFF_FFFF) << 80
     value |= 0x7 << 76  # version 7
     value |= (rand >> 62) << 64  # 12 bits rand_a

@@ -2,40 +2,38 @@
 -- against the session's state, allocate seqs, and append the stored rows to the ingest stream,
 -- all atomically. Called once per event-loop tick with every request collected in that tick.
 --
--- ARGV: prefix, stream, ttl_seconds, now_ms, then per request:
---   user, port, notify, item_count, then per item: dedup_key, content_hash, new_id, row_tail
+-- ARGV[1] is one JSON document (one argument, so the client packs it in a single C call):
+--   [prefix, stream, ttl_seconds, now_ms, [request, ...]]
+--   request = [user, port, notify, [dedup_key, content_hash, new_id, row_tail, ...]]
 -- row_tail is the JSON object of the row without its opening brace and without the fields this
 -- script owns (sid, seq, id, at, ed); the script prepends those.
 --
--- Reply, one array per request:
---   {'S'}              no active session is known for (user, port): resolve it, then retry
---   {'L', sid}         the session's dedup state is not in Redis: load it, then retry
---   {'K', sid, entry, seq1, id1, flag1, seq2, ...}
+-- Reply: a JSON array, one array per request:
+--   ["S"]              no active session is known for (user, port): resolve it, then retry
+--   ["L", sid]         the session's dedup state is not in Redis: load it, then retry
+--   ["K", sid, entry, seq1, id1, flag1, seq2, ...]
 --                      entry is the stream entry id ('' when nothing new was stored); flag is
 --                      0 stored, 1 duplicate (already committed), 2 updated (an edit),
 --                      3 duplicate whose original is still only in the buffer
-local prefix, stream = ARGV[1], ARGV[2]
-local ttl, now = tonumber(ARGV[3]), ARGV[4]
+local input = cjson.decode(ARGV[1])
+local prefix, stream, ttl = input[1], input[2], input[3]
+local now = string.format('%d', input[4])
 local out = {}
-local i = 5
-while i <= #ARGV do
-  local user, port, notify, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  i = i + 4
+for r = 1, #input[5] do
+  local request = input[5][r]
+  local user, port, notify, items = request[1], string.format('%d', request[2]), request[3], request[4]
   local sid = redis.call('GET', prefix .. 'active:' .. user .. ':' .. port)
   local state = sid and (prefix .. 's:' .. sid)
   if not sid then
     out[#out + 1] = {'S'}
-    i = i + 4 * n
   elseif redis.call('EXISTS', state) == 0 then
     out[#out + 1] = {'L', sid}
-    i = i + 4 * n
   else
     local pending = prefix .. 'b:' .. sid
     local reply = {'K', sid, ''}
     local fields = {}
-    for _ = 1, n do
-      local dk, hash, id, tail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-      i = i + 4
+    for i = 1, #items, 4 do
+      local dk, hash, id, tail = items[i], items[i + 1], items[i + 2], items[i + 3]
       local known = redis.call('HGET', state, dk)
       if not known then
         local seq = redis.call('HINCRBY', state, '#', 1)
@@ -77,4 +75,4 @@ while i <= #ARGV do
     out[#out + 1] = reply
   end
 end
-return out
+return cjson.encode(out)

@@ -1,0 +1,330 @@
+"""The `chat-gateway` console script, run as real subprocesses in empty folders.
+
+The serve tests are the README promise: `chat-gateway serve` in an empty folder starts its own
+PostgreSQL and Valkey, a few lines of websockets client code store a message, HTTP reads it
+back, Ctrl-C stops everything, and the next start finds the message again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from websockets.asyncio.client import connect
+
+from storage import migrate
+
+CHAT_GATEWAY = Path(sys.executable).parent / "chat-gateway"
+# The first start on a machine copies the PostgreSQL binaries and runs initdb: allow for it.
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+COMMAND_TIMEOUT = 30.0
+IO_TIMEOUT = 10.0
+_RUNNING = re.compile(r"Uvicorn running on (http://\S+)")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """This process's environment without any GATEWAY_* setting, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    return env | extra
+
+
+async def _run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run `chat-gateway *args` to completion; return its exit code, stdout and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        CHAT_GATEWAY, *args, cwd=cwd, env=env or _env(),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT)
+    finally:
+        if proc.returncode is None:  # timed out: do not leave it running
+            proc.kill()
+            await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@dataclass
+class Serve:
+    """A running `chat-gateway serve`, its child processes, and its stderr so far."""
+
+    proc: asyncio.subprocess.Process
+    url: str = ""
+    # The embedded PostgreSQL and Valkey, found when serve was up (a stopped serve has none).
+    children: set[int] = field(default_factory=set)
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    async def stop(self, sig: signal.Signals = signal.SIGINT) -> int:
+        """Send `sig` and return the exit code, failing if it does not exit in time."""
+        self.proc.send_signal(sig)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            pytest.fail(f"serve ignored {sig.name} for {STOP_TIMEOUT:.0f} s:\n{self.log}")
+
+
+@contextlib.asynccontextmanager
+async def serving(cwd: Path) -> AsyncIterator[Serve]:
+    """Start `chat-gateway serve --port 0` in `cwd` with no GATEWAY_* settings; yield it up.
+
+    Ready means uvicorn logged "Uvicorn running on": migrations applied, lifespan done,
+    socket bound. stderr is drained for the whole run so a chatty server never blocks on it.
+    A server the test did not stop gets SIGINT on the way out, and SIGKILL if it hangs (its
+    embedded servers then die with it: parent-death signal). Either way this returns only
+    once those servers are gone, so the data folder can be deleted.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        CHAT_GATEWAY, "serve", "--port", "0", cwd=cwd, env=_env(),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    serve = Serve(proc)
+    up = asyncio.get_running_loop().create_future()
+
+    async def drain() -> None:
+        assert proc.stderr is not None
+        while line := (await proc.stderr.readline()).decode(errors="replace"):
+            serve.lines.append(line)
+            if (match := _RUNNING.search(line)) and not up.done():
+                up.set_result(match.group(1))
+        if not up.done():
+            up.set_exception(AssertionError(f"serve exited while starting:\n{serve.log}"))
+
+    drainer = asyncio.create_task(drain())
+    try:
+        try:
+            serve.url = await asyncio.wait_for(asyncio.shield(up), START_TIMEOUT)
+        except TimeoutError:
+            pytest.fail(f"serve was not up within {START_TIMEOUT:.0f} s:\n{serve.log}")
+        serve.children = _children(proc.pid)
+        yield serve
+    finally:
+        if proc.returncode is None:
+            serve.children |= _children(proc.pid)  # also those of a failed start
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        await asyncio.wait_for(drainer, IO_TIMEOUT)  # EOF once the process is gone
+        await asyncio.wait_for(_exited(serve.children), STOP_TIMEOUT)
+        if up.done() and not up.cancelled():
+            up.exception()  # retrieved: no "exception was never retrieved" warning
+
+
+def _remove_data(data: Path) -> None:
+    """Delete a data folder, and the PostgreSQL cluster it links to when relocated (as root)."""
+    cluster = data / "postgres"
+    if cluster.is_symlink():
+        shutil.rmtree(cluster.resolve(), ignore_errors=True)
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    """An empty folder to run the command in; its `.gateway-data` is removed afterwards."""
+    path = tmp_path / "project"
+    path.mkdir()
+    yield path
+    _remove_data(path / ".gateway-data")
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def _exited(pids: set[int]) -> None:
+    """Return once every process in `pids` has exited; they need not be our children.
+
+    A pidfd turns readable when its process exits, so this waits on an event, not a timer.
+    """
+    loop = asyncio.get_running_loop()
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        gone: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _resolve, gone)
+        try:
+            await gone
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _children(pid: int) -> set[int]:
+    """The pids of the live processes whose parent is `pid`, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            stat = (entry / "stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+async def _embedded_pids(data: Path) -> tuple[int, int]:
+    """The pids of the running embedded PostgreSQL (postmaster) and Valkey under `data`."""
+    postmaster = int((data / "postgres" / "postmaster.pid").read_text().split("\n", 1)[0])
+    urls = json.loads((data / "servers.json").read_text())
+    client = aioredis.Redis.from_url(urls["redis_url"])
+    try:
+        info = await client.info("server")
+    finally:
+        await client.aclose()
+    return postmaster, int(info["process_id"])
+
+
+async def _send_message(url: str, content: str) -> dict[str, object]:
+    """Store one message over the WebSocket, the way a client would; return the ack."""
+    ws_url = url.replace("http://", "ws://", 1) + "/ws"
+    async with connect(ws_url, open_timeout=IO_TIMEOUT) as ws:
+        await ws.send(json.dumps({"type": "message", "port": 9222, "content": content}))
+        ack: dict[str, object] = json.loads(await asyncio.wait_for(ws.recv(), IO_TIMEOUT))
+    return ack
+
+
+async def _messages(url: str, session_id: object) -> list[dict[str, object]]:
+    """The session's messages, read over HTTP."""
+    async with httpx.AsyncClient(base_url=url, timeout=IO_TIMEOUT) as http:
+        response = await http.get(f"/api/sessions/{session_id}/messages")
+    assert response.status_code == 200, response.text
+    messages: list[dict[str, object]] = response.json()["messages"]
+    return messages
+
+
+async def test_serve_in_an_empty_folder_stores_and_keeps_a_message(workdir: Path) -> None:
+    """serve with no URLs stores a message, stops cleanly on SIGINT, and finds it on restart."""
+    data = workdir / ".gateway-data"
+    async with serving(workdir) as serve:
+        assert "starting embedded PostgreSQL" in serve.log
+        assert "starting embedded Valkey" in serve.log
+        async with httpx.AsyncClient(timeout=IO_TIMEOUT) as http:
+            assert (await http.get(serve.url + "/healthz")).json() == {"status": "ok"}
+        ack = await _send_message(serve.url, "hi")
+        assert ack["type"] == "ack", ack
+        results = ack["results"]
+        assert isinstance(results, list) and len(results) == 1
+        stored = results[0]
+        assert stored["seq"] == 1
+        messages = await _messages(serve.url, ack["session_id"])
+        assert [(m["id"], m["content"]) for m in messages] == [(stored["id"], "hi")]
+
+        assert (data / "servers.json").exists()
+        postmaster, valkey = await _embedded_pids(data)
+        assert {postmaster, valkey} <= serve.children, "the servers are not children of serve"
+
+        await serve.stop(signal.SIGINT)  # its exit status: test_serve_exits_0_on_a_stop_signal
+        # serve reaps its servers before it exits: no waiting for them here.
+        assert not [pid for pid in serve.children if _alive(pid)], f"left:\n{serve.log}"
+    assert data.is_dir()
+    assert not (data / "servers.json").exists()
+
+    async with serving(workdir) as again:
+        assert "creating a PostgreSQL cluster" not in again.log  # the same cluster, reused
+        assert "applied migration" not in again.log
+        messages = await _messages(again.url, ack["session_id"])
+        assert [(m["id"], m["content"]) for m in messages] == [(stored["id"], "hi")]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda sig: sig.name)
+async def test_serve_exits_0_on_a_stop_signal(workdir: Path, sig: signal.Signals) -> None:
+    """Ctrl-C, `docker stop` or systemd: serve exits 0, no traceback, nothing left behind."""
+    async with serving(workdir) as serve:
+        code = await serve.stop(sig)
+        assert not [pid for pid in serve.children if _alive(pid)], serve.log
+    assert not (workdir / ".gateway-data" / "servers.json").exists(), serve.log
+    assert "Traceback" not in serve.log, serve.log
+    assert code == 0, serve.log
+
+
+async def test_migrate_status_beside_a_running_serve(workdir: Path) -> None:
+    """migrate --status next to a running serve reads servers.json and lists all as applied."""
+    async with serving(workdir):
+        code, out, err = await _run("migrate", "--status", cwd=workdir)
+    assert code == 0, err
+    assert "using the embedded servers of the running `serve`" in err
+    assert "starting embedded" not in err  # no second PostgreSQL on the same data
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    expected = migrate.discover()
+    assert expected, "no migrations found"
+    for migration in expected:
+        row = rows.get(f"{migration.version:04d}")
+        assert row is not None, f"{migration.path.name} missing from:\n{out}"
+        assert row[1] == migration.name and row[-1] != "pending", out
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])
+async def test_serve_refuses_a_public_interface_without_auth(workdir: Path, host: str) -> None:
+    """serve --host on a non-loopback address with no GATEWAY_AUTH_SECRET exits at once."""
+    code, _, err = await _run("serve", "--host", host, "--port", "0", cwd=workdir)
+    assert code != 0
+    assert f"refusing to bind {host}" in err and "loopback" in err, err
+    assert "starting embedded" not in err
+    assert not (workdir / ".gateway-data").exists()
+
+
+_COMMON_FLAGS = ["--database-url", "--redis-url", "--data-dir", "--log-level"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), ["serve", "writer", "migrate", "--version"]),
+        (("serve",), [*_COMMON_FLAGS, "--host", "--port", "--workers", "--no-writer"]),
+        (("writer",), _COMMON_FLAGS),
+        (("migrate",), [*_COMMON_FLAGS, "--status"]),
+    ],
+    ids=["chat-gateway", "serve", "writer", "migrate"],
+)
+async def test_help(workdir: Path, args: tuple[str, ...], expected: list[str]) -> None:
+    """--help exits 0 and names every flag of the (sub)command."""
+    code, out, err = await _run(*args, "--help", cwd=workdir)
+    assert code == 0, err
+    assert out.startswith("usage: chat-gateway")
+    missing = [flag for flag in expected if flag not in out]
+    assert not missing, out
+
+
+async def test_migrate_on_a_migrated_database_applies_nothing(
+    workdir: Path, database_url: str
+) -> None:
+    """migrate against GATEWAY_DATABASE_URL, already migrated by the suite, applies nothing."""
+    code, out, err = await _run("migrate", cwd=workdir, env=_env(GATEWAY_DATABASE_URL=database_url))
+    assert code == 0, err
+    assert out.strip() == "nothing to apply"
+    assert "starting embedded" not in err
+    assert not (workdir / ".gateway-data").exists()
