@@ -141,6 +141,8 @@ def _parse_command(frame: dict[str, Any], ref: str | None, limits: Limits) -> Co
         return _parse_extracted(frame, ref, limits)
     if kind == "session.new":
         title = _optional_str(frame, "title", MAX_TITLE_CHARS)
+        if title is not None:
+            _no_nul(title, "title")
         return SessionNew(ref, _port(frame), title)
     if kind == "hello":
         return _parse_hello(frame, ref)
@@ -184,6 +186,7 @@ def _parse_item(
         raise BadRequest(f"{where}content must be a string", details={"field": where + "content"})
     if not content.strip():
         raise BadRequest(f"{where}content must not be empty", details={"field": where + "content"})
+    _no_nul(content, where + "content")
     size = len(content.encode())
     if size > limits.max_content_bytes:
         raise TooLarge(
@@ -193,6 +196,8 @@ def _parse_item(
     client_id = _optional_str(raw, "id", MAX_CLIENT_ID_CHARS, where)
     if client_id == "":
         raise BadRequest(f"{where}id must not be empty", details={"field": where + "id"})
+    if client_id is not None:
+        _no_nul(client_id, where + "id")
     role = _enum(raw, "role", ROLES, "user", where)
     content_type = _enum(raw, "content_type", CONTENT_TYPES, "text", where)
     source = _enum(raw, "source", SOURCES, default_source, where)
@@ -203,6 +208,11 @@ def _parse_item(
             f"{where}metadata must be an object", details={"field": where + "metadata"}
         )
     metadata_json = orjson.dumps(metadata).decode()
+    if "\\u0000" in metadata_json and _holds_nul(metadata):
+        raise BadRequest(
+            f"{where}metadata must not contain the NUL character",
+            details={"field": where + "metadata"},
+        )
     if len(metadata_json) > limits.max_metadata_bytes:
         raise TooLarge(
             f"{where}metadata is {len(metadata_json)} bytes encoded;"
@@ -236,6 +246,22 @@ def _parse_hello(frame: dict[str, Any], ref: str | None) -> Hello:
         )
     ports = tuple(_check_port(p, "ports") for p in ports_raw)
     return Hello(ref, client_name, kind, ports)
+
+
+def _no_nul(text: str, field: str) -> None:
+    """PostgreSQL text and jsonb cannot hold U+0000: refuse it here, not in the writer."""
+    if "\0" in text:
+        raise BadRequest(f"{field} must not contain the NUL character", details={"field": field})
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def _port(frame: dict[str, Any]) -> int:

@@ -21,6 +21,11 @@ class Keys:
         """The ingest stream the batch writers drain through the consumer group."""
         return f"{self.prefix}ingest"
 
+    @property
+    def dead_letters(self) -> str:
+        """Stream of ingest entries PostgreSQL refused, kept for inspection and replay."""
+        return f"{self.prefix}dead"
+
     def active(self, user_id: str, port: int) -> str:
         """String: the id of the user's active session on the port."""
         return f"{self.prefix}active:{user_id}:{port}"

@@ -190,15 +190,44 @@ class BatchWriter:
                 return claimed
 
     async def write(self, entries: list[Entry]) -> BatchResult:
-        """Write the entries' rows in one transaction, then acknowledge them."""
+        """Write the entries' rows in one transaction, then acknowledge them.
+
+        A batch PostgreSQL refuses as data (SQLSTATE class 22, e.g. a character it cannot
+        store) is split in halves until the refused entry is alone; that entry goes to the
+        dead-letter stream, so one bad row never blocks the writer.
+        """
         batch = _Batch.from_entries(entries)
-        async with self._pool.acquire() as conn:
-            result = await write_batch(conn, batch)
+        try:
+            async with self._pool.acquire() as conn:
+                result = await write_batch(conn, batch)
+        except asyncpg.DataError as exc:
+            if len(entries) == 1:
+                await self._dead_letter(entries[0], batch, exc)
+                return BatchResult(0, 0, replayed=False)
+            half = len(entries) // 2
+            first, second = await self.write(entries[:half]), await self.write(entries[half:])
+            return BatchResult(
+                first.rows_inserted + second.rows_inserted,
+                first.rows_edited + second.rows_edited,
+                first.replayed or second.replayed,
+            )
         await self._acknowledge(entries, batch)
         self.rows_written += result.rows_inserted
         async with self._committed:
             self._committed.notify_all()
         return result
+
+    async def _dead_letter(self, entry: Entry, batch: _Batch, error: Exception) -> None:
+        entry_id, fields = entry
+        log.error(
+            "stream entry %s refused by PostgreSQL (%s); moved to %s",
+            entry_id.decode(),
+            error,
+            self._keys.dead_letters,
+        )
+        record: dict[Any, Any] = {**fields, b"error": str(error).encode(), b"entry": entry_id}
+        await self._redis.xadd(self._keys.dead_letters, record)
+        await self._acknowledge([entry], batch)
 
     async def backlog(self) -> int:
         """Entries not yet written. Written entries are deleted from the stream right after

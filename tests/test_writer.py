@@ -205,3 +205,27 @@ async def test_pending_set_is_emptied_after_commit(
     acks = await _send_many(gateway, 9717, 25, "pend")
     await drained(gateway)
     assert await redis.zcard(gateway.gateway.keys.pending(acks[0]["session_id"])) == 0
+
+
+async def test_a_row_postgres_refuses_goes_to_dead_letters(
+    gateway_no_writer: RunningGateway, redis: aioredis.Redis, db: asyncpg.Pool
+) -> None:
+    """An entry PostgreSQL refuses as data (one that slipped past validation) is set aside in
+    the dead-letter stream; the rest of its batch is written and the writer goes on."""
+    acks = await _send_many(gateway_no_writer, 9718, 10, "poison")
+    running = gateway_no_writer.gateway
+    # Forge an entry like the ingest script's, with a NUL the protocol layer would refuse.
+    fields = await redis.xrange(running.keys.stream, count=1)
+    good_row = fields[0][1][b"r0"]
+    poison = good_row.replace(b'"content":"', b'"content":"\\u0000', 1).replace(
+        b'"seq":1,', b'"seq":99,', 1
+    )
+    await redis.xadd(running.keys.stream, {b"n": b"", b"r0": poison})
+    await _send_many(gateway_no_writer, 9718, 5, "after")
+    writer = BatchWriter(running.pool, redis, running.keys)
+    async with writer.running():
+        await asyncio.wait_for(writer.wait_drained(), 15)
+    dead = await redis.xrange(running.keys.dead_letters)
+    assert len(dead) == 1 and b"\\u0000" in dead[0][1][b"r0"]
+    assert b"error" in dead[0][1]
+    assert await count_messages(db, acks[0]["session_id"]) == 8 + 4
