@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import asyncpg
@@ -31,6 +30,7 @@ import redis.asyncio as aioredis
 from storage import sessions
 from storage.dedup import content_hash
 from storage.keys import Keys
+from storage.scripts import lua
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ class IngestBuffer:
         self._pool = pool
         self._keys = keys
         self._state_ttl_s = state_ttl_s
-        self._ingest = redis.register_script(_script("ingest.lua"))
-        self._hydrate = redis.register_script(_script("hydrate.lua"))
+        self._ingest = redis.register_script(lua("ingest.lua"))
+        self._hydrate = redis.register_script(lua("hydrate.lua"))
         # Unbounded by design: its size is bounded by the callers, since every connection
         # caps the frames it has in flight (Settings.max_inflight_frames).
         self._queue: list[_Request] = []
@@ -228,8 +228,10 @@ class IngestBuffer:
                 key.seq, key.id, key.content, int(key.created_at.timestamp() * 1000)
             )
             last_seq = max(last_seq, key.seq)
-        for raw in await self._redis.zrange(self._keys.pending(sid), 0, -1):
-            row = orjson.loads(raw)  # type: ignore[arg-type]  # zrange gives bytes here
+        buffered = await self._redis.zrange(self._keys.pending(sid), 0, -1)
+        edited = await self._redis.hvals(self._keys.pending_edits(sid))
+        for raw in [*buffered, *edited]:  # edits last: their content hash wins
+            row = orjson.loads(raw)
             entries[row["dk"]] = _state_value(
                 row["seq"], uuid.UUID(row["id"]), row["content"], row["at"]
             )
@@ -250,7 +252,3 @@ def _state_value(seq: int, message_id: uuid.UUID, content: str, created_ms: int)
 def _outcome(reply: list[Any]) -> Outcome:
     items = [ItemOutcome(reply[i + 1], reply[i], reply[i + 2]) for i in range(3, len(reply), 3)]
     return Outcome(reply[1], reply[2] or None, items)
-
-
-def _script(name: str) -> str:
-    return resources.files("storage").joinpath(name).read_text()

@@ -1,6 +1,8 @@
 -- Ingest: for each request, resolve the user's active session for the port, dedup every item
 -- against the session's state, allocate seqs, and append the stored rows to the ingest stream,
 -- all atomically. Called once per event-loop tick with every request collected in that tick.
+-- The stored rows of all requests go into one stream entry (a few if there are very many),
+-- so the writer reads, decodes and acknowledges few large entries instead of many small ones.
 --
 -- ARGV[1] is one JSON document (one argument, so the client packs it in a single C call):
 --   [prefix, stream, ttl_seconds, now_ms, [request, ...]]
@@ -19,9 +21,30 @@ local input = cjson.decode(ARGV[1])
 local prefix, stream, ttl = input[1], input[2], input[3]
 local now = string.format('%d', input[4])
 local out = {}
+-- The entry being assembled: its field/value list, and the replies waiting for its id.
+local fields, waiting = {}, {}
+-- Lua's unpack() takes at most ~8000 values: start a new entry before that.
+local MAX_FIELDS = 6000
+
+local function append_entry()
+  if #fields > 0 then
+    local id = redis.call('XADD', stream, '*', unpack(fields))
+    for _, reply in ipairs(waiting) do
+      reply[3] = id
+    end
+  end
+  fields, waiting = {}, {}
+end
+
+local function add_row(row)
+  fields[#fields + 1] = 'r' .. #fields
+  fields[#fields + 1] = row
+end
+
 for r = 1, #input[5] do
   local request = input[5][r]
-  local user, port, notify, items = request[1], string.format('%d', request[2]), request[3], request[4]
+  local user, notify, items = request[1], request[3], request[4]
+  local port = string.format('%d', request[2])
   local sid = redis.call('GET', prefix .. 'active:' .. user .. ':' .. port)
   local state = sid and (prefix .. 's:' .. sid)
   if not sid then
@@ -29,9 +52,13 @@ for r = 1, #input[5] do
   elseif redis.call('EXISTS', state) == 0 then
     out[#out + 1] = {'L', sid}
   else
+    if #fields + #items + 2 > MAX_FIELDS then
+      append_entry()
+    end
     local pending = prefix .. 'b:' .. sid
+    local edits = prefix .. 'e:' .. sid
     local reply = {'K', sid, ''}
-    local fields = {}
+    local stored = false
     for i = 1, #items, 4 do
       local dk, hash, id, tail = items[i], items[i + 1], items[i + 2], items[i + 3]
       local known = redis.call('HGET', state, dk)
@@ -41,8 +68,8 @@ for r = 1, #input[5] do
         local row = '{"sid":"' .. sid .. '","seq":' .. seq .. ',"id":"' .. id ..
           '","at":' .. now .. ',"ed":null,' .. tail
         redis.call('ZADD', pending, seq, row)
-        fields[#fields + 1] = 'r' .. #fields
-        fields[#fields + 1] = row
+        add_row(row)
+        stored = true
         reply[#reply + 1] = seq
         reply[#reply + 1] = id
         reply[#reply + 1] = 0
@@ -58,21 +85,25 @@ for r = 1, #input[5] do
           redis.call('HSET', state, dk, seq .. '|' .. oid .. '|' .. hash .. '|' .. oat)
           local row = '{"sid":"' .. sid .. '","seq":' .. seq .. ',"id":"' .. oid ..
             '","at":' .. oat .. ',"ed":' .. now .. ',' .. tail
-          redis.call('ZREMRANGEBYSCORE', pending, seq, seq)
-          redis.call('ZADD', pending, seq, row)
-          fields[#fields + 1] = 'r' .. #fields
-          fields[#fields + 1] = row
+          redis.call('HSET', edits, seq, row)
+          add_row(row)
+          stored = true
           reply[#reply + 1] = tonumber(seq)
           reply[#reply + 1] = oid
           reply[#reply + 1] = 2
         end
       end
     end
-    if #fields > 0 then
-      reply[3] = redis.call('XADD', stream, '*', 'n', notify, unpack(fields))
+    if stored then
+      waiting[#waiting + 1] = reply
+      if notify ~= '' then
+        fields[#fields + 1] = 'n' .. #fields
+        fields[#fields + 1] = notify
+      end
     end
     redis.call('EXPIRE', state, ttl)
     out[#out + 1] = reply
   end
 end
+append_entry()
 return cjson.encode(out)

@@ -37,9 +37,14 @@ class Keys:
         return f"{self.prefix}s:{session_id}"
 
     def pending(self, session_id: str) -> str:
-        """Sorted set by seq: the session's rows still in the buffer (not yet committed), for
-        read-your-writes. The writer removes a row once it is committed."""
+        """Sorted set by seq: the session's new rows still in the buffer (not yet committed),
+        for read-your-writes. The writer removes a row once it is committed."""
         return f"{self.prefix}b:{session_id}"
+
+    def pending_edits(self, session_id: str) -> str:
+        """Hash seq -> row: the newest buffered edit of each message, until it is committed.
+        Kept apart from `pending` so the writer can drop committed new rows by seq range."""
+        return f"{self.prefix}e:{session_id}"
 
     def persisted_channel(self, process_id: str) -> str:
         """Pub/sub channel on which writers tell one gateway process its durable frames are

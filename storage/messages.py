@@ -1,10 +1,10 @@
 """Reading a session's messages with read-your-writes across the buffer and PostgreSQL.
 
 An acked message is either still in the session's pending set in Redis or, once committed,
-in PostgreSQL (the writer removes it from the pending set only after the commit). Reading
-Redis first and PostgreSQL second therefore never misses one: a message that leaves Redis
-between the two reads is already committed when PostgreSQL is read. A message in both is
-taken from Redis, which holds the newer version when an edit is still buffered.
+in PostgreSQL (the writer removes it from the pending set only after the commit); likewise an
+acked edit is in the pending-edits hash until committed. Reading Redis first and PostgreSQL
+second therefore never misses one: a message that leaves Redis between the two reads is
+already committed when PostgreSQL is read. Buffered edits replace what the other two say.
 """
 
 from __future__ import annotations
@@ -50,24 +50,28 @@ async def session_messages(
     backwards = before_seq is not None and after_seq is None
     low = after_seq if after_seq is not None else 0
     high = before_seq if before_seq is not None else None
-    pending_key = keys.pending(str(session_id))
-    # Redis first, then PostgreSQL: see the module docstring.
+    sid = str(session_id)
+    # Redis first, then PostgreSQL: see the module docstring. One MULTI, so the new rows and
+    # the edits are read at the same instant.
+    pipe = redis.pipeline(transaction=True)
     if backwards:
-        raw = await redis.zrevrangebyscore(
-            pending_key, f"({high}", f"({low}", start=0, num=limit + 1
-        )
+        pipe.zrevrangebyscore(keys.pending(sid), f"({high}", f"({low}", start=0, num=limit + 1)
     else:
-        raw = await redis.zrangebyscore(
-            pending_key, f"({low}", f"({high}" if high is not None else "+inf",
-            start=0, num=limit + 1,
-        )
+        upper = f"({high}" if high is not None else "+inf"
+        pipe.zrangebyscore(keys.pending(sid), f"({low}", upper, start=0, num=limit + 1)
+    pipe.hgetall(keys.pending_edits(sid))
+    raw, raw_edits = await pipe.execute()
     buffered = {row["seq"]: row for row in map(_buffered_message, raw)}
+    edits = [_buffered_message(row) for row in raw_edits.values()]
     where = " AND seq > $2" + (" AND seq < $3" if high is not None else "")
     order = " ORDER BY seq DESC" if backwards else " ORDER BY seq"
     args: list[Any] = [session_id, low] + ([high] if high is not None else [])
     records = await conn.fetch(_SELECT + where + order + f" LIMIT {limit + 1}", *args)
     merged = {r["seq"]: _stored_message(r) for r in records}
     merged.update(buffered)
+    for edit in edits:  # the newest version of a message still being written
+        if edit["seq"] in merged:
+            merged[edit["seq"]] = edit
     seqs = sorted(merged, reverse=backwards)
     page = [merged[s] for s in seqs[:limit]]
     if backwards:

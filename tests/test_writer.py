@@ -7,6 +7,7 @@ import uuid
 from dataclasses import replace
 
 import asyncpg
+import httpx
 import redis.asyncio as aioredis
 
 from gateway.settings import Settings
@@ -66,6 +67,11 @@ async def test_every_acked_message_is_in_postgres_exactly_once(
         assert seqs == list(range(1, 801))
 
 
+def _rows(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+    """Message rows in stream entries (one entry holds the rows of one ingest call)."""
+    return sum(1 for _, fields in entries for name in fields if name.startswith(b"r"))
+
+
 async def _read_as(
     redis: aioredis.Redis, gateway: RunningGateway, consumer: str
 ) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -83,7 +89,7 @@ async def test_batch_written_twice_leaves_one_row_per_message(
     another writer, which stores no duplicate and does not double the counters."""
     acks = await _send_many(gateway_no_writer, 9710, 50, "twice")
     entries = await _read_as(redis, gateway_no_writer, "crashed")
-    assert len(entries) == 40  # resends add no stream entry
+    assert _rows(entries) == 40  # resends add no row
     pool = gateway_no_writer.gateway.pool
     async with pool.acquire() as conn:
         first = await write_batch(conn, _Batch.from_entries(entries))  # committed, never acked
@@ -105,7 +111,10 @@ async def test_a_half_written_batch_is_completed_without_duplicates(
     entries = await _read_as(redis, gateway_no_writer, "crashed")
     pool = gateway_no_writer.gateway.pool
     async with pool.acquire() as conn:
-        await write_batch(conn, _Batch.from_entries(entries[:10]))
+        whole = _Batch.from_entries(entries)
+        first_ten = dict(sorted(whole.new.items(), key=lambda kv: kv[0][1])[:10])
+        partial = _Batch(new=first_ten, edits={}, written={}, edits_written=[], notify=[])
+        await write_batch(conn, partial)
     writer = BatchWriter(pool, redis, gateway_no_writer.gateway.keys, consumer="rescuer")
     result = await writer.write(entries)
     assert result.replayed and result.rows_inserted == 24 - 10
@@ -121,7 +130,7 @@ async def test_entries_of_a_dead_writer_are_claimed(
     """Entries a dead consumer read but never acknowledged are claimed and written."""
     acks = await _send_many(gateway_no_writer, 9712, 20, "dead")
     entries = await _read_as(redis, gateway_no_writer, "dead-writer")
-    assert len(entries) == 16
+    assert _rows(entries) == 16
     running = gateway_no_writer.gateway
     writer = BatchWriter(
         running.pool, redis, running.keys, WriterConfig(claim_idle_ms=0), consumer="alive"
@@ -229,3 +238,27 @@ async def test_a_row_postgres_refuses_goes_to_dead_letters(
     assert len(dead) == 1 and b"\\u0000" in dead[0][1][b"r0"]
     assert b"error" in dead[0][1]
     assert await count_messages(db, acks[0]["session_id"]) == 8 + 4
+
+
+async def test_a_buffered_edit_is_read_over_the_committed_original(
+    gateway_no_writer: RunningGateway, redis: aioredis.Redis
+) -> None:
+    """Read your writes with edits: while an edit waits in the buffer, the API serves it, not
+    the committed original; once written, the pending-edit entry is gone."""
+    running = gateway_no_writer.gateway
+    writer = BatchWriter(running.pool, redis, running.keys, consumer="w")
+    async with gateway_no_writer.connect() as ws, httpx.AsyncClient(
+        base_url=gateway_no_writer.http_url
+    ) as http:
+        ack = await request(ws, {"type": "message", "port": 9719, "id": "x", "content": "v1"})
+        await writer.write(await _read_as(redis, gateway_no_writer, "w"))  # v1 committed
+        await request(ws, {"type": "message", "port": 9719, "id": "x", "content": "v2"})
+        path = f"/api/sessions/{ack['session_id']}/messages"
+        before = (await http.get(path)).json()["messages"]
+        await writer.write(await _read_as(redis, gateway_no_writer, "w"))  # v2 committed
+        after = (await http.get(path)).json()["messages"]
+    assert [(m["seq"], m["content"]) for m in before] == [(1, "v2")]
+    assert before[0]["edited_at"] is not None
+    assert [(m["seq"], m["content"]) for m in after] == [(1, "v2")]
+    assert await redis.hlen(running.keys.pending_edits(ack["session_id"])) == 0
+    assert await redis.zcard(running.keys.pending(ack["session_id"])) == 0
