@@ -6,8 +6,9 @@ For each frame shape (1 item per frame, like `message`; 100, like `extracted`), 
 fills the ingest stream with N messages through the real ingest script (timed too: that is
 the buffer's rate without WebSockets), then times the batch writer draining it into
 PostgreSQL. The baseline is the same rows COPYed straight into an empty `messages` table in
-the same batch sizes: the writer cannot beat that, so the ratio says what its bookkeeping
-(stream reads, decoding, counters, XACK/XDEL, pending-set cleanup) costs.
+the writer's target batch size (`WriterConfig.batch_rows`): the writer cannot beat that, so
+the ratio says what its bookkeeping (stream reads, decoding, counters, XACK/XDEL,
+pending-set cleanup) costs.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ async def run_shape(
             while await writer.step(block_ms=None):
                 pass
         assert writer.rows_written == n, (writer.rows_written, n)
-        copy_s = await raw_copy(pool, batch_rows, rows_per_batch=config.batch_entries * per_frame)
+        copy_s = await raw_copy(pool, batch_rows, rows_per_batch=config.batch_rows)
     finally:
         await redis.aclose()
         await pool.close()
