@@ -26,6 +26,7 @@ from storage.buffer import (
     DUPLICATE_BUFFERED,
     UPDATED,
     BufferItem,
+    BufferUnavailable,
     IngestBuffer,
     Outcome,
 )
@@ -57,7 +58,14 @@ class Ingestor:
         persisted: asyncio.Future[None] | None,
     ) -> str:
         try:
-            outcome = await submitted
+            try:
+                outcome = await submitted
+            except BufferUnavailable:
+                raise Overloaded(
+                    "storage is unavailable; the frame may not have been stored:"
+                    " send it again (a resend is never stored twice)",
+                    retry_after_ms=1000,
+                ) from None
             if persisted is not None:
                 await self._wait_persisted(outcome, persisted)
         finally:

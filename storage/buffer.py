@@ -39,6 +39,11 @@ _HYDRATE_CHUNK = 1000
 _MAX_RESOLVE_ROUNDS = 3
 
 
+class BufferUnavailable(Exception):
+    """Redis (or PostgreSQL, for a session lookup) failed. The request may or may not have
+    been stored (a lost reply looks the same as a lost call); resending it is safe."""
+
+
 @dataclass(frozen=True, slots=True)
 class BufferItem:
     """One message as the buffer needs it: already validated and encoded."""
@@ -144,7 +149,7 @@ class IngestBuffer:
             log.exception("ingest flush of %d requests failed", len(batch))
             for request in batch:
                 if not request.future.done():
-                    request.future.set_exception(exc)
+                    request.future.set_exception(BufferUnavailable(exc))
 
     async def _flush(self, batch: list[_Request]) -> None:
         todo = [r for r in batch if not r.future.cancelled()]

@@ -136,12 +136,17 @@ class BatchWriter:
                     own_pending_first = await self._drain_own_pending()
                     continue
                 await self.step(block_ms=self._config.block_ms)
-            except (OSError, asyncpg.PostgresError, aioredis.RedisError) as exc:
-                log.error("writer batch failed, retrying: %s", exc)
+            except Exception:
+                # Whatever failed (PostgreSQL or Redis down, a bug), the writer must not die
+                # while the gateway keeps acking: log, back off, retry its own pending first.
+                log.exception("writer batch failed; retrying in 1 s")
                 own_pending_first = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)  # back off, but stop promptly
-        await self.drain()
+        try:
+            await self.drain()
+        except Exception:
+            log.exception("writer could not drain at shutdown; entries stay pending")
 
     async def step(self, *, block_ms: int | None = None) -> int:
         """Read one batch of new entries and write it; returns the entries written."""
