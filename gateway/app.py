@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket
 
 from gateway import api
 from gateway.auth import authenticate
-from gateway.connection import serve_connection
+from gateway.connection import ConnectionRegistry, serve_connection
 from gateway.context import Gateway
 from gateway.durable import PersistWaiter
 from gateway.errors import CloseCode, GatewayError, Unauthorized
@@ -94,7 +94,9 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 await stack.enter_async_context(writer.running())
             await stack.enter_async_context(waiter.running())
             await stack.enter_async_context(buffer.running())
-            yield Gateway(settings, pool, redis, keys, limits, ingestor, writer)
+            yield Gateway(
+                settings, pool, redis, keys, limits, ingestor, writer, ConnectionRegistry()
+            )
     finally:
         await redis.aclose()
         await pool.close()
@@ -118,6 +120,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         gateway.limits,
         user_id,
         gateway.settings.max_inflight_frames,
+        gateway.connections,
     )
 
 

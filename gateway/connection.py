@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,11 +55,50 @@ class ConnectionState:
     client: str | None = None
 
 
+class ConnectionRegistry:
+    """The open connections of this process (for presence, metrics and tests)."""
+
+    def __init__(self) -> None:
+        self._open: set[Connection] = set()
+        self._changed = asyncio.Condition()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self._open))
+
+    async def add(self, connection: Connection) -> None:
+        async with self._changed:
+            self._open.add(connection)
+            self._changed.notify_all()
+
+    async def remove(self, connection: Connection) -> None:
+        async with self._changed:
+            self._open.discard(connection)
+            self._changed.notify_all()
+
+    async def wait_for_count(self, count: int) -> None:
+        """Return once exactly `count` connections are open (bound it with a timeout)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self._open) == count)
+
+
 async def serve_connection(
-    websocket: WebSocket, ingestor: Ingestor, limits: Limits, user_id: str, max_inflight: int
+    websocket: WebSocket,
+    ingestor: Ingestor,
+    limits: Limits,
+    user_id: str,
+    max_inflight: int,
+    registry: ConnectionRegistry,
 ) -> None:
     """Run one accepted connection until the client leaves or a protocol error closes it."""
-    await Connection(websocket, ingestor, limits, user_id, max_inflight).run()
+    connection = Connection(websocket, ingestor, limits, user_id, max_inflight)
+    await registry.add(connection)
+    try:
+        await connection.run()
+    finally:
+        await registry.remove(connection)
 
 
 class Connection:
@@ -78,6 +117,11 @@ class Connection:
         # Bounded: a full outbox stops the reader (see the module docstring).
         self._outbox: asyncio.Queue[tuple[Reply, str | None]] = asyncio.Queue(max_inflight)
         self._sender: asyncio.Task[None] | None = None
+
+    @property
+    def inflight(self) -> int:
+        """Frames read whose replies are not sent yet (at most `max_inflight_frames`)."""
+        return self._outbox.qsize()
 
     async def run(self) -> None:
         self._sender = asyncio.create_task(self._send_replies(), name="ws-sender")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 
+from gateway.connection import ConnectionRegistry
 from gateway.ingest import Ingestor
 from gateway.protocol import Limits
 from gateway.settings import Settings
@@ -23,3 +24,4 @@ class Gateway:
     limits: Limits
     ingestor: Ingestor
     writer: BatchWriter | None  # None when the writer runs elsewhere (`serve --no-writer`)
+    connections: ConnectionRegistry

@@ -82,7 +82,7 @@ class Serve:
 
 
 @contextlib.asynccontextmanager
-async def serving(cwd: Path) -> AsyncIterator[Serve]:
+async def serving(cwd: Path, *args: str) -> AsyncIterator[Serve]:
     """Start `chat-gateway serve --port 0` in `cwd` with no GATEWAY_* settings; yield it up.
 
     Ready means uvicorn logged "Uvicorn running on": migrations applied, lifespan done,
@@ -92,19 +92,26 @@ async def serving(cwd: Path) -> AsyncIterator[Serve]:
     once those servers are gone, so the data folder can be deleted.
     """
     proc = await asyncio.create_subprocess_exec(
-        CHAT_GATEWAY, "serve", "--port", "0", cwd=cwd, env=_env(),
+        CHAT_GATEWAY, "serve", "--port", "0", *args, cwd=cwd, env=_env(),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     serve = Serve(proc)
     up = asyncio.get_running_loop().create_future()
+    # With --workers N the parent binds the socket, but only the workers listen on it.
+    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+    started = 0
 
     async def drain() -> None:
+        nonlocal started
         assert proc.stderr is not None
         while line := (await proc.stderr.readline()).decode(errors="replace"):
             serve.lines.append(line)
-            if (match := _RUNNING.search(line)) and not up.done():
-                up.set_result(match.group(1))
+            if match := _RUNNING.search(line):
+                serve.url = match.group(1)
+            started += "Application startup complete" in line
+            if serve.url and started == workers and not up.done():
+                up.set_result(serve.url)
         if not up.done():
             up.set_exception(AssertionError(f"serve exited while starting:\n{serve.log}"))
 
@@ -328,3 +335,39 @@ async def test_migrate_on_a_migrated_database_applies_nothing(
     assert out.strip() == "nothing to apply"
     assert "starting embedded" not in err
     assert not (workdir / ".gateway-data").exists()
+
+
+async def test_two_workers_and_a_separate_writer(workdir: Path) -> None:
+    """`serve --workers 2 --no-writer` plus `chat-gateway writer` beside it: durable messages
+    sent over several connections (spread over both workers) are acked only once the separate
+    writer has committed them, and the writer stops cleanly on SIGINT."""
+    async with serving(workdir, "--workers", "2", "--no-writer") as serve:
+        writer = await asyncio.create_subprocess_exec(
+            CHAT_GATEWAY, "writer", cwd=workdir, env=_env(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert writer.stderr is not None
+            log = ""
+            while "running" not in log:
+                line = await asyncio.wait_for(writer.stderr.readline(), START_TIMEOUT)
+                assert line, f"writer exited:\n{log}"
+                log += line.decode()
+            assert "using the embedded servers of the running `serve`" in log
+            ws_url = serve.url.replace("http://", "ws://") + "/ws"
+            acks = []
+            for i in range(6):
+                async with connect(ws_url, open_timeout=IO_TIMEOUT) as ws:
+                    frame = {"type": "message", "port": 9222, "content": f"w{i}", "durable": True}
+                    await ws.send(json.dumps(frame))
+                    acks.append(json.loads(await asyncio.wait_for(ws.recv(), IO_TIMEOUT)))
+            assert [a["durability"] for a in acks] == ["persisted"] * 6
+            assert sorted(a["results"][0]["seq"] for a in acks) == [1, 2, 3, 4, 5, 6]
+        finally:
+            if writer.returncode is None:
+                writer.send_signal(signal.SIGINT)
+            rest = await asyncio.wait_for(writer.stderr.read(), STOP_TIMEOUT)
+            code = await asyncio.wait_for(writer.wait(), STOP_TIMEOUT)
+        assert code == 0, rest.decode()
+        assert "writer stopped after writing 6 rows" in rest.decode()

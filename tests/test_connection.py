@@ -1,0 +1,61 @@
+"""Connection lifecycle: backpressure and clients that leave mid-flight."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import orjson
+from websockets.asyncio.client import connect
+
+from tests.conftest import RunningGateway, count_messages, drained, request
+
+
+async def test_client_that_leaves_mid_flight_frees_its_connection(
+    gateway: RunningGateway, db: asyncpg.Pool
+) -> None:
+    """A client that pipelines 3,000 frames without reading any ack and then drops the TCP
+    connection leaves no connection task behind; what was acked is stored."""
+    registry = gateway.gateway.connections
+    async with connect(gateway.ws_url, max_queue=1) as probe:
+        session = (await request(probe, {"type": "message", "port": 9900, "content": "p"}))
+    ws = await connect(gateway.ws_url, max_queue=1)
+    frame = {"type": "message", "port": 9900, "content": "x" * 2000}
+    for i in range(3000):
+        await ws.send(orjson.dumps({**frame, "id": str(i)}).decode())
+    assert len(registry) == 1
+    ws.transport.abort()  # no close handshake: the client just vanishes
+    await asyncio.wait_for(registry.wait_for_count(0), 15)
+    await drained(gateway)
+    stored = await count_messages(db, session["session_id"])
+    assert 1 <= stored <= 3001
+
+
+async def test_reader_stops_at_the_inflight_limit(gateway: RunningGateway) -> None:
+    """A client that sends but does not read is not buffered without bound: once the socket
+    takes no more acks, the outbox fills to its limit, the gateway stops reading, and the
+    client's `send` blocks."""
+    ws = await connect(gateway.ws_url, max_queue=1, write_limit=2**16)
+    frame = orjson.dumps({"type": "message", "port": 9901, "content": "y" * 4000}).decode()
+    sent = 0
+
+    async def flood() -> None:
+        nonlocal sent
+        while True:
+            await ws.send(frame)
+            sent += 1
+
+    task = asyncio.create_task(flood())
+    # Wait until the flood stalls: sent stops moving for a while.
+    last = -1
+    while sent != last:
+        last = sent
+        await asyncio.wait({task}, timeout=1.0)  # a stall is an absence: it needs a window
+    [connection] = gateway.gateway.connections
+    inflight = connection.inflight
+    task.cancel()
+    ws.transport.abort()
+    # Stalled with the outbox exactly full: the gateway holds at most max_inflight replies;
+    # the rest of what was sent sits in kernel socket buffers (bounded by the kernel).
+    assert inflight == gateway.settings.max_inflight_frames
+    assert sent < 200_000
