@@ -66,10 +66,13 @@ def content_of_realistic_length(rng: random.Random) -> str:
     (log-normal lengths, median ~150 characters, capped at 8 KiB)."""
     length = min(int(rng.lognormvariate(5.0, 1.1)) + 1, 8192)
     words = "the of and to in is that for it as with was on be at by this code function return"
-    text = []
     vocabulary = words.split()
-    while sum(len(w) + 1 for w in text) < length:
-        text.append(rng.choice(vocabulary))
+    text: list[str] = []
+    size = 0
+    while size < length:
+        word = rng.choice(vocabulary)
+        text.append(word)
+        size += len(word) + 1
     return " ".join(text)[:length]
 
 

@@ -29,7 +29,7 @@ from storage.buffer import IngestBuffer
 from storage.db import create_pool
 from storage.dedup import content_hash, dedup_key
 from storage.keys import Keys
-from storage.writer import COLUMNS, BatchWriter, WriterConfig, _Batch
+from storage.writer import COLUMNS, BatchWriter, Entry, WriterConfig, _Batch
 
 SESSIONS = 20
 
@@ -95,7 +95,7 @@ async def run_shape(
         writer = BatchWriter(pool, redis, keys, config)
         await writer.ensure_group()
         # Keep the decoded rows for the baseline before the writer deletes the entries.
-        raw = await redis.xrange(keys.stream)
+        raw: list[Entry] = await redis.xrange(keys.stream)  # type: ignore[assignment]
         batch_rows = [list(_Batch.from_entries([e]).new.values()) for e in raw]
         with Timer() as write:
             while await writer.step(block_ms=None):

@@ -367,6 +367,7 @@ async def test_two_workers_and_a_separate_writer(workdir: Path) -> None:
         finally:
             if writer.returncode is None:
                 writer.send_signal(signal.SIGINT)
+            assert writer.stderr is not None
             rest = await asyncio.wait_for(writer.stderr.read(), STOP_TIMEOUT)
             code = await asyncio.wait_for(writer.wait(), STOP_TIMEOUT)
         assert code == 0, rest.decode()

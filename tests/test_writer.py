@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import replace
+from typing import Any
 
 import asyncpg
 import httpx
@@ -12,7 +13,7 @@ import redis.asyncio as aioredis
 
 from gateway.settings import Settings
 from storage.keys import WRITER_GROUP
-from storage.writer import BatchWriter, WriterConfig, _Batch, write_batch
+from storage.writer import BatchWriter, Entry, WriterConfig, _Batch, write_batch
 from tests.conftest import (
     RunningGateway,
     count_messages,
@@ -24,7 +25,9 @@ from tests.conftest import (
 )
 
 
-async def _send_many(gateway: RunningGateway, port: int, n: int, tag: str) -> list[dict]:
+async def _send_many(
+    gateway: RunningGateway, port: int, n: int, tag: str
+) -> list[dict[str, Any]]:
     """Pipeline n messages (every fifth one a resend of the previous) and collect the acks."""
     async with gateway.connect() as ws:
         for i in range(n):
@@ -67,19 +70,23 @@ async def test_every_acked_message_is_in_postgres_exactly_once(
         assert seqs == list(range(1, 801))
 
 
-def _rows(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+def _rows(entries: list[Entry]) -> int:
     """Message rows in stream entries (one entry holds the rows of one ingest call)."""
     return sum(1 for _, fields in entries for name in fields if name.startswith(b"r"))
 
 
-async def _read_as(
-    redis: aioredis.Redis, gateway: RunningGateway, consumer: str
-) -> list[tuple[bytes, dict[bytes, bytes]]]:
+async def _read_as(redis: aioredis.Redis, gateway: RunningGateway, consumer: str) -> list[Entry]:
+    """Read every new entry as `consumer` (and leave them pending for it)."""
     stream = gateway.gateway.keys.stream
     writer = BatchWriter(gateway.gateway.pool, redis, gateway.gateway.keys)
     await writer.ensure_group()
-    response = await redis.xreadgroup(WRITER_GROUP, consumer, {stream: ">"}, count=10_000)
+    response: Any = await redis.xreadgroup(WRITER_GROUP, consumer, {stream: ">"}, count=10_000)
     return list(response[0][1]) if response else []
+
+
+async def _xrange(redis: aioredis.Redis, stream: str) -> list[Entry]:
+    entries: list[Entry] = await redis.xrange(stream)  # type: ignore[assignment]
+    return entries
 
 
 async def test_batch_written_twice_leaves_one_row_per_message(
@@ -224,8 +231,7 @@ async def test_a_row_postgres_refuses_goes_to_dead_letters(
     acks = await _send_many(gateway_no_writer, 9718, 10, "poison")
     running = gateway_no_writer.gateway
     # Forge an entry like the ingest script's, with a NUL the protocol layer would refuse.
-    fields = await redis.xrange(running.keys.stream, count=1)
-    good_row = fields[0][1][b"r0"]
+    good_row = (await _xrange(redis, running.keys.stream))[0][1][b"r0"]
     poison = good_row.replace(b'"content":"', b'"content":"\\u0000', 1).replace(
         b'"seq":1,', b'"seq":99,', 1
     )
@@ -234,7 +240,7 @@ async def test_a_row_postgres_refuses_goes_to_dead_letters(
     writer = BatchWriter(running.pool, redis, running.keys)
     async with writer.running():
         await asyncio.wait_for(writer.wait_drained(), 15)
-    dead = await redis.xrange(running.keys.dead_letters)
+    dead = await _xrange(redis, running.keys.dead_letters)
     assert len(dead) == 1 and b"\\u0000" in dead[0][1][b"r0"]
     assert b"error" in dead[0][1]
     assert await count_messages(db, acks[0]["session_id"]) == 8 + 4
