@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
 from storage import migrate
+from tests.processes import alive, exited
 
 CHAT_GATEWAY = Path(sys.executable).parent / "chat-gateway"
 # The first start on a machine copies the PostgreSQL binaries and runs initdb: allow for it.
@@ -133,7 +134,7 @@ async def serving(cwd: Path, *args: str) -> AsyncIterator[Serve]:
                 proc.kill()
                 await proc.wait()
         await asyncio.wait_for(drainer, IO_TIMEOUT)  # EOF once the process is gone
-        await asyncio.wait_for(_exited(serve.children), STOP_TIMEOUT)
+        await asyncio.wait_for(exited(serve.children), STOP_TIMEOUT)
         if up.done() and not up.cancelled():
             up.exception()  # retrieved: no "exception was never retrieved" warning
 
@@ -155,38 +156,13 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
     _remove_data(path / ".gateway-data")
 
 
-def _alive(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-async def _exited(pids: set[int]) -> None:
-    """Return once every process in `pids` has exited; they need not be our children.
-
-    A pidfd turns readable when its process exits, so this waits on an event, not a timer.
-    """
-    loop = asyncio.get_running_loop()
-    for pid in pids:
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            continue
-        gone: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(fd, _resolve, gone)
-        try:
-            await gone
-        finally:
-            loop.remove_reader(fd)
-            os.close(fd)
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+
+
+
 
 
 def _children(pid: int) -> set[int]:
@@ -256,7 +232,7 @@ async def test_serve_in_an_empty_folder_stores_and_keeps_a_message(workdir: Path
 
         await serve.stop(signal.SIGINT)  # its exit status: test_serve_exits_0_on_a_stop_signal
         # serve reaps its servers before it exits: no waiting for them here.
-        assert not [pid for pid in serve.children if _alive(pid)], f"left:\n{serve.log}"
+        assert not [pid for pid in serve.children if alive(pid)], f"left:\n{serve.log}"
     assert data.is_dir()
     assert not (data / "servers.json").exists()
 
@@ -272,7 +248,7 @@ async def test_serve_exits_0_on_a_stop_signal(workdir: Path, sig: signal.Signals
     """Ctrl-C, `docker stop` or systemd: serve exits 0, no traceback, nothing left behind."""
     async with serving(workdir) as serve:
         code = await serve.stop(sig)
-        assert not [pid for pid in serve.children if _alive(pid)], serve.log
+        assert not [pid for pid in serve.children if alive(pid)], serve.log
     assert not (workdir / ".gateway-data" / "servers.json").exists(), serve.log
     assert "Traceback" not in serve.log, serve.log
     assert code == 0, serve.log

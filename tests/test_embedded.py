@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 import redis
 
 from storage.embedded import EmbeddedServerError, embedded_postgres, embedded_redis
+from tests.processes import alive, exited
 
 ROOT = Path(__file__).resolve().parents[1]
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as nobody")
@@ -42,25 +41,6 @@ def pg_dir(tmp_path: Path) -> Iterator[Path]:
 def _postmaster_pid(data_dir: Path) -> int:
     """The running postmaster's pid, from the first line of postmaster.pid."""
     return int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie left to init counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
-    """Poll until `pid` is gone; False if it is still alive after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 async def _fetch(dsn: str, query: str) -> object:
@@ -91,7 +71,7 @@ async def test_postgres_keeps_data_across_restarts(pg_dir: Path) -> None:
         finally:
             await conn.close()
         pid = _postmaster_pid(pg_dir)
-    assert not _alive(pid)
+    assert not alive(pid)
     assert not (pg_dir / "postmaster.pid").exists()  # a clean shutdown removes it
     with embedded_postgres(pg_dir) as second_dsn:
         assert await _fetch(second_dsn, "SELECT v FROM kept") == "hello"
@@ -122,7 +102,7 @@ def test_valkey_set_get_and_stops_on_exit(tmp_path: Path) -> None:
         anonymous = redis.Redis.from_url("redis://" + url.split("@")[1])
         with anonymous, pytest.raises(redis.AuthenticationError):
             anonymous.get("k")
-    assert not _alive(pid)
+    assert not alive(pid)
 
 
 async def test_valkey_keeps_stream_entries_across_restarts(tmp_path: Path) -> None:
@@ -157,6 +137,7 @@ def test_valkey_start_failure_reports_the_log(tmp_path: Path) -> None:
 _CHILD = """
 import sys
 from pathlib import Path
+from tests.processes import alive, exited
 from storage.embedded import embedded_postgres, embedded_redis
 with embedded_postgres(Path(sys.argv[1])), embedded_redis(Path(sys.argv[2])) as url:
     import redis
@@ -168,19 +149,21 @@ with embedded_postgres(Path(sys.argv[1])), embedded_redis(Path(sys.argv[2])) as 
 """
 
 
-def test_servers_die_when_their_parent_is_killed(pg_dir: Path, tmp_path: Path) -> None:
+async def test_servers_die_when_their_parent_is_killed(pg_dir: Path, tmp_path: Path) -> None:
     """SIGKILL of the process that started them stops both servers (parent-death signal)."""
-    with subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(pg_dir), str(tmp_path / "vk")],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-    ) as parent:  # fmt: skip
-        assert parent.stdout is not None
-        line = parent.stdout.readline()  # blocks until both servers are up
-        assert line, "the child exited before starting the servers"
-        postmaster, valkey = (int(pid) for pid in line.split())
-        assert _alive(postmaster) and _alive(valkey)
-        parent.send_signal(signal.SIGKILL)
-    assert _wait_gone(postmaster) and _wait_gone(valkey)
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CHILD, str(pg_dir), str(tmp_path / "vk"),
+        cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert parent.stdout is not None and parent.stdin is not None
+    line = await asyncio.wait_for(parent.stdout.readline(), 60)  # both servers are up
+    assert line, "the child exited before starting the servers"
+    postmaster, valkey = (int(pid) for pid in line.split())
+    assert alive(postmaster) and alive(valkey)
+    parent.kill()
+    await parent.wait()
+    parent.stdin.close()
+    await asyncio.wait_for(exited({postmaster, valkey}), 10)
 
 
 @as_root
