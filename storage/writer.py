@@ -135,7 +135,8 @@ class BatchWriter:
                 if own_pending_first:
                     own_pending_first = await self._drain_own_pending()
                     continue
-                await self.step(block_ms=self._config.block_ms)
+                if not await self.step(block_ms=self._config.block_ms):
+                    await self._notify()  # idle: other writers may have drained the stream
             except Exception:
                 # Whatever failed (PostgreSQL or Redis down, a bug), the writer must not die
                 # while the gateway keeps acking: log, back off, retry its own pending first.
@@ -228,9 +229,12 @@ class BatchWriter:
             )
         await self._acknowledge(entries, batch)
         self.rows_written += result.rows_inserted
+        await self._notify()
+        return result
+
+    async def _notify(self) -> None:
         async with self._committed:
             self._committed.notify_all()
-        return result
 
     async def _dead_letter(self, entry: Entry, batch: _Batch, error: Exception) -> None:
         entry_id, fields = entry
@@ -254,7 +258,8 @@ class BatchWriter:
         return int(await self._redis.xlen(self._keys.stream))
 
     async def wait_drained(self) -> None:
-        """Return once every entry appended so far is written; wakes on each commit.
+        """Return once every entry appended so far is written, by this writer or another;
+        checks after each of this writer's commits and idle reads.
 
         Bound it with a timeout: with no writer running it waits forever.
         """
@@ -353,6 +358,7 @@ _STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS incoming_messages"
     " (LIKE messages INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
+_LOCK_SESSIONS = "SELECT 1 FROM sessions WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
 _COUNTERS = """
 UPDATE sessions s
    SET message_count = s.message_count + c.n,
@@ -423,7 +429,10 @@ async def _update_counters(conn: Connection, inserted: list[tuple[str, datetime]
         count, last = per_session.get(session_id, (0, created_at))
         per_session[session_id] = (count + 1, max(last, created_at))
     if per_session:
-        ids = list(per_session)
+        ids = sorted(per_session)
+        # Lock the sessions in one global order first: concurrent writers touching the same
+        # sessions then queue instead of deadlocking.
+        await conn.execute(_LOCK_SESSIONS, ids)
         await conn.execute(
             _COUNTERS,
             ids,

@@ -268,3 +268,33 @@ async def test_a_buffered_edit_is_read_over_the_committed_original(
     assert [(m["seq"], m["content"]) for m in after] == [(1, "v2")]
     assert await redis.hlen(running.keys.pending_edits(ack["session_id"])) == 0
     assert await redis.zcard(running.keys.pending(ack["session_id"])) == 0
+
+
+async def test_three_writers_share_the_stream_exactly_once(
+    gateway_no_writer: RunningGateway, redis: aioredis.Redis, db: asyncpg.Pool
+) -> None:
+    """Three writers draining one backlog together write every row once and keep every
+    session counter exact (they lock sessions in one order, so they never deadlock)."""
+    async def send_one_by_one(c: int) -> list[dict[str, Any]]:
+        # Waiting for each ack keeps stream entries small, so the writers interleave.
+        async with gateway_no_writer.connect() as ws:
+            frame = {"type": "message", "port": 9720 + c % 3}
+            return [await request(ws, {**frame, "content": f"m{c} {i}"}) for i in range(480)]
+
+    batches = await asyncio.gather(*[send_one_by_one(c) for c in range(6)])
+    running = gateway_no_writer.gateway
+    config = WriterConfig(batch_rows=200)  # small batches: many interleaved transactions
+    writers = [
+        BatchWriter(running.pool, redis, running.keys, config, consumer=f"w{i}") for i in range(3)
+    ]
+    async with writers[0].running(), writers[1].running(), writers[2].running():
+        await asyncio.wait_for(writers[0].wait_drained(), 30)
+    assert sum(w.rows_written for w in writers) == 6 * 480
+    assert sum(1 for w in writers if w.rows_written) >= 2, "the writers did not share the work"
+    session_ids = {a["session_id"] for acks in batches for a in acks}
+    for session_id in session_ids:
+        n = await count_messages(db, session_id)
+        counter = await db.fetchval(
+            "SELECT message_count FROM sessions WHERE id = $1", uuid.UUID(session_id)
+        )
+        assert n == counter == 2 * 480
