@@ -24,7 +24,10 @@ from gateway.connection import ConnectionRegistry, serve_connection
 from gateway.context import Gateway
 from gateway.durable import PersistWaiter
 from gateway.errors import CloseCode, GatewayError, Unauthorized
+from gateway.hub import Hub
 from gateway.ingest import Ingestor
+from gateway.live import LiveContext
+from gateway.presence import Presence
 from gateway.protocol import Limits
 from gateway.settings import Settings
 from storage.buffer import IngestBuffer
@@ -72,9 +75,13 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     pool = await create_pool(settings.database_url, size=settings.database_pool_size)
     redis = aioredis.Redis.from_url(settings.redis_url)
     try:
+        hub = Hub(redis)
         buffer = IngestBuffer(redis, pool, keys, state_ttl_s=settings.session_state_ttl_s)
-        waiter = PersistWaiter(redis, pool, keys.persisted_channel(uuid.uuid4().hex))
+        waiter = PersistWaiter(hub, pool, keys.persisted_channel(uuid.uuid4().hex))
         ingestor = Ingestor(buffer, waiter, pool, redis, keys, settings.durable_timeout_s)
+        presence = Presence(
+            redis, keys, ttl_s=settings.presence_ttl_s, heartbeat_s=settings.presence_ttl_s / 3
+        )
         writer = (
             BatchWriter(
                 pool,
@@ -92,10 +99,22 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         async with contextlib.AsyncExitStack() as stack:
             if writer is not None:
                 await stack.enter_async_context(writer.running())
+            await stack.enter_async_context(hub.running())
             await stack.enter_async_context(waiter.running())
             await stack.enter_async_context(buffer.running())
+            await stack.enter_async_context(presence.running())
             yield Gateway(
-                settings, pool, redis, keys, limits, ingestor, writer, ConnectionRegistry()
+                settings,
+                pool,
+                redis,
+                keys,
+                limits,
+                ingestor,
+                writer,
+                ConnectionRegistry(),
+                hub,
+                LiveContext(hub, pool, redis, keys),
+                presence,
             )
     finally:
         await redis.aclose()
@@ -114,14 +133,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await refuse_handshake(websocket, exc)
         return
     await websocket.accept()
-    await serve_connection(
-        websocket,
-        gateway.ingestor,
-        gateway.limits,
-        user_id,
-        gateway.settings.max_inflight_frames,
-        gateway.connections,
-    )
+    await serve_connection(websocket, gateway, user_id)
 
 
 async def refuse_handshake(websocket: WebSocket, error: Unauthorized) -> None:

@@ -1,10 +1,14 @@
-"""One WebSocket connection: read frames, dispatch them, send replies in order.
+"""One WebSocket connection: read frames, dispatch them, send replies and events in order.
 
 The reader never waits for an ingest to finish before reading the next frame: it submits the
 frame (fixing its place in the seq order) and queues the reply coroutine in the outbox, which
 the sender awaits in order. The outbox is bounded by `max_inflight_frames`; when it is full the
 reader stops reading, and TCP backpressure slows the client down instead of gateway memory
 growing. If the client goes away, the sender stops and every wait of the reader ends with it.
+
+Live events (subscriptions) cannot wait: they are pushed into the same outbox at once, and a
+connection whose outbox is full, or holds more than `max_outbox_bytes` of events, is a
+subscriber too slow to keep up: it is closed with 1013 and can resume with `since_seq`.
 """
 
 from __future__ import annotations
@@ -12,34 +16,56 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Iterator
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.errors import BadRequest, CloseCode, GatewayError, Internal
-from gateway.ingest import Ingestor
+from gateway.live import Send, Subscriptions
 from gateway.protocol import (
+    Command,
     FrameError,
     Hello,
     Ingest,
-    Limits,
     Ping,
     SessionNew,
+    Subscribe,
     encode_error,
     encode_pong,
     encode_session_reply,
+    encode_unsubscribed,
     encode_welcome,
     parse_frame,
 )
+
+if TYPE_CHECKING:
+    from gateway.context import Gateway
 
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 
-# A reply: ready text, or a coroutine that produces it (an ingest waiting for its ack).
-Reply = str | Coroutine[Any, Any, str]
+
+
+class Event(str):
+    """A live event's frame: counted against the connection's event byte budget."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """A reply of several frames, written by `run` through the sender (e.g. a catch-up)."""
+
+    run: Callable[[Send], Awaitable[None]]
+
+
+# A reply: ready text, a coroutine that produces it (an ingest waiting for its ack), or a
+# streamed reply.
+Reply = str | Coroutine[Any, Any, str] | Streamed
 # How long queued replies may take to go out before a closing connection gives up on them.
 _FLUSH_BEFORE_CLOSE_S = 5.0
 
@@ -84,39 +110,36 @@ class ConnectionRegistry:
             await self._changed.wait_for(lambda: len(self._open) == count)
 
 
-async def serve_connection(
-    websocket: WebSocket,
-    ingestor: Ingestor,
-    limits: Limits,
-    user_id: str,
-    max_inflight: int,
-    registry: ConnectionRegistry,
-) -> None:
+async def serve_connection(websocket: WebSocket, gateway: Gateway, user_id: str) -> None:
     """Run one accepted connection until the client leaves or a protocol error closes it."""
-    connection = Connection(websocket, ingestor, limits, user_id, max_inflight)
-    await registry.add(connection)
+    connection = Connection(websocket, gateway, user_id)
+    await gateway.connections.add(connection)
     try:
         await connection.run()
     finally:
-        await registry.remove(connection)
+        await gateway.connections.remove(connection)
 
 
 class Connection:
-    def __init__(
-        self,
-        websocket: WebSocket,
-        ingestor: Ingestor,
-        limits: Limits,
-        user_id: str,
-        max_inflight: int,
-    ) -> None:
+    def __init__(self, websocket: WebSocket, gateway: Gateway, user_id: str) -> None:
+        self.id = uuid.uuid4().hex
         self._websocket = websocket
-        self._ingestor = ingestor
-        self._limits = limits
+        self._gateway = gateway
+        self._ingestor = gateway.ingestor
+        self._limits = gateway.limits
         self.state = ConnectionState(user_id)
         # Bounded: a full outbox stops the reader (see the module docstring).
-        self._outbox: asyncio.Queue[tuple[Reply, str | None]] = asyncio.Queue(max_inflight)
+        settings = gateway.settings
+        self._outbox: asyncio.Queue[tuple[Reply, str | None]] = asyncio.Queue(
+            settings.max_inflight_frames
+        )
+        self._event_bytes = 0  # bytes of live events queued, against max_outbox_bytes
+        self._max_event_bytes = settings.max_outbox_bytes
+        self._too_slow = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
+        self._subscriptions = Subscriptions(
+            gateway.live, user_id, self._push_event, self._push_streamed
+        )
 
     @property
     def inflight(self) -> int:
@@ -125,17 +148,30 @@ class Connection:
 
     async def run(self) -> None:
         self._sender = asyncio.create_task(self._send_replies(), name="ws-sender")
+        reader = asyncio.create_task(self._read_frames(), name="ws-reader")
+        too_slow = asyncio.create_task(self._too_slow.wait(), name="ws-too-slow")
         close_code: CloseCode | None = None
         try:
-            close_code = await self._read_frames()
+            await asyncio.wait({reader, too_slow}, return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
+                close_code = reader.result()
+            else:
+                log.info("closing a subscriber too slow to keep up (user %s)", self.state.user_id)
+                close_code = CloseCode.TRY_AGAIN
         except (WebSocketDisconnect, ClientGone):
             pass
         except Exception:
             log.exception("connection of user %s failed", self.state.user_id)
             close_code = CloseCode.INTERNAL
         finally:
-            if close_code is not None:
-                # Let queued replies (e.g. the error saying why) go out first.
+            for task in (reader, too_slow):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._leave()
+            if close_code is not None and close_code != CloseCode.TRY_AGAIN:
+                # Let queued replies (e.g. the error saying why) go out first; not for a
+                # too-slow client, which by definition does not take them.
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._flushed(), _FLUSH_BEFORE_CLOSE_S)
             self._sender.cancel()
@@ -163,7 +199,7 @@ class Connection:
                 continue
             await self._dispatch(command)
 
-    async def _dispatch(self, command: Hello | Ingest | Ping | SessionNew) -> None:
+    async def _dispatch(self, command: Command) -> None:
         if isinstance(command, Ingest):
             reply = self._ingestor.start_ingest(self.state.user_id, command)
             await self._queue(reply, command.ref)
@@ -171,14 +207,55 @@ class Connection:
             await self._queue(encode_pong(command.ref), None)
         elif isinstance(command, Hello):
             self.state.kind, self.state.client = command.kind, command.client
+            if command.kind == "ide":
+                await self._gateway.presence.up(self.id, self.state.user_id, command.ports)
             welcome = encode_welcome(command.ref, self.state.user_id, VERSION, self._limits)
             await self._queue(welcome, None)
+        elif isinstance(command, Subscribe):
+            subscriptions, ref = self._subscriptions, command.ref
+
+            async def subscribe(send: Send) -> None:
+                await subscriptions.subscribe(send, ref, command.target, command.since_seq)
+
+            await self._queue(Streamed(subscribe), ref)
+        elif not isinstance(command, SessionNew):  # Unsubscribe
+            await self._queue(self._unsubscribe(command.ref, command.target), command.ref)
         else:
             # Earlier frames of this connection go to the old session: wait for them first,
             # and read nothing further until the new session is in place.
             await self._flushed()
             await self._queue(self._new_session(command), command.ref)
             await self._flushed()
+
+    async def _unsubscribe(self, ref: str | None, target: Any) -> str:
+        await self._subscriptions.unsubscribe(target)
+        return encode_unsubscribed(ref, target)
+
+    async def _leave(self) -> None:
+        """Drop this connection's subscriptions and presence (it is gone)."""
+        with contextlib.suppress(Exception):
+            await self._subscriptions.close()
+        with contextlib.suppress(Exception):
+            await self._gateway.presence.down(self.id)
+
+    def _push_event(self, text: str) -> None:
+        """Queue a live event now; a connection that cannot take it is too slow (1013)."""
+        if self._too_slow.is_set():
+            return
+        if self._event_bytes + len(text) > self._max_event_bytes or self._outbox.full():
+            self._too_slow.set()
+            return
+        self._event_bytes += len(text)
+        self._outbox.put_nowait((Event(text), None))
+
+    def _push_streamed(self, run: Callable[[Send], Awaitable[None]]) -> None:
+        """Queue a streamed reply from a live event (a port subscription's rotation)."""
+        if self._too_slow.is_set():
+            return
+        if self._outbox.full():
+            self._too_slow.set()
+            return
+        self._outbox.put_nowait((Streamed(run), None))
 
     async def _new_session(self, command: SessionNew) -> str:
         _, new = await self._ingestor.new_session(
@@ -213,21 +290,26 @@ class Connection:
 
     async def _send_replies(self) -> None:
         """Send replies in the order their frames arrived; a failed reply becomes an error."""
+        send = self._websocket.send_text
         while True:
             reply, ref = await self._outbox.get()
             try:
                 if isinstance(reply, str):
-                    text = reply
-                else:
-                    try:
-                        text = await reply
-                    except GatewayError as exc:
-                        text = encode_error(exc, ref)
-                    except Exception:
-                        log.exception("handling a frame failed")
-                        error = Internal("internal error while handling the frame")
-                        text = encode_error(error, ref)
-                await self._websocket.send_text(text)
+                    await send(reply)
+                    if isinstance(reply, Event):
+                        self._event_bytes -= len(reply)
+                    continue
+                try:
+                    if isinstance(reply, Streamed):
+                        await reply.run(send)
+                        continue
+                    text = await reply
+                except GatewayError as exc:
+                    text = encode_error(exc, ref)
+                except Exception:
+                    log.exception("handling a frame failed")
+                    text = encode_error(Internal("internal error while handling the frame"), ref)
+                await send(text)
             finally:
                 self._outbox.task_done()
 

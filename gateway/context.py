@@ -8,7 +8,10 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from gateway.connection import ConnectionRegistry
+from gateway.hub import Hub
 from gateway.ingest import Ingestor
+from gateway.live import LiveContext
+from gateway.presence import Presence
 from gateway.protocol import Limits
 from gateway.settings import Settings
 from storage.keys import Keys
@@ -25,3 +28,6 @@ class Gateway:
     ingestor: Ingestor
     writer: BatchWriter | None  # None when the writer runs elsewhere (`serve --no-writer`)
     connections: ConnectionRegistry
+    hub: Hub
+    live: LiveContext
+    presence: Presence

@@ -1,9 +1,9 @@
 """Waiting for `durable: true` frames to be committed in PostgreSQL.
 
 A durable frame's stream entry carries `<channel>|<token>`; the writer that commits the entry
-publishes the token on this process's channel. One pub/sub connection per process listens and
-resolves the matching future. Duplicates whose originals are still buffered have no entry of
-their own; for those the waiter checks PostgreSQL, backing off, until they are there.
+publishes the token on this process's channel, which the process's hub listens to.
+Duplicates whose originals are still buffered have no entry of their own; for those the
+waiter checks PostgreSQL, backing off, until they are there.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
-import redis.asyncio as aioredis
+
+from gateway.hub import Hub
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,8 @@ log = logging.getLogger(__name__)
 class PersistWaiter:
     """Futures keyed by token, resolved by the writers' notifications."""
 
-    def __init__(self, redis: aioredis.Redis, pool: asyncpg.Pool, channel: str) -> None:
-        self._redis = redis
+    def __init__(self, hub: Hub, pool: asyncpg.Pool, channel: str) -> None:
+        self._hub = hub
         self._pool = pool
         self.channel = channel
         self._waiting: dict[str, asyncio.Future[None]] = {}
@@ -57,23 +58,17 @@ class PersistWaiter:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[PersistWaiter]:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self.channel)
-        task = asyncio.create_task(self._listen(pubsub), name="persist-waiter")
+        await self._hub.listen(self.channel, self._on_token, _token)
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._hub.unlisten(self.channel, self._on_token)
 
-    async def _listen(self, pubsub: aioredis.client.PubSub) -> None:
-        async for message in pubsub.listen():
-            if message["type"] != "message":
-                continue
-            data = message["data"]
-            token = data.decode() if isinstance(data, bytes) else str(data)
-            future = self._waiting.get(token)
-            if future is not None and not future.done():
-                future.set_result(None)
+    def _on_token(self, token: str) -> None:
+        future = self._waiting.get(token)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+
+def _token(data: bytes) -> str:
+    return data.decode()

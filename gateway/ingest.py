@@ -109,7 +109,13 @@ class Ingestor:
                 conn, user_id, port, ide_type or ide_type_for_port(port), title
             )
         await self.buffer.init_state(new.id)
-        await self.redis.set(self.keys.active(user_id, port), str(new.id))
+        channel = self.keys.user_channel(user_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.keys.active(user_id, port), str(new.id))
+        if old is not None:
+            pipe.publish(channel, sessions.session_event("archived", old))
+        pipe.publish(channel, sessions.session_event("created", new))
+        await pipe.execute()
         return old, new
 
 

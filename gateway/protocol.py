@@ -8,6 +8,7 @@ batch and stores nothing.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -98,7 +99,40 @@ class Ping:
     ref: str | None
 
 
-Command = Hello | Ingest | SessionNew | Ping
+@dataclass(frozen=True, slots=True)
+class BySession:
+    session_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ByPort:
+    """Whatever session is active on the port, following rotations."""
+
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionList:
+    """The user's session-list and presence events."""
+
+
+Target = BySession | ByPort | SessionList
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    ref: str | None
+    target: Target
+    since_seq: int | None  # None: live only
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    ref: str | None
+    target: Target
+
+
+Command = Hello | Ingest | SessionNew | Ping | Subscribe | Unsubscribe
 
 
 class FrameError(GatewayError):
@@ -148,6 +182,21 @@ def _parse_command(frame: dict[str, Any], ref: str | None, limits: Limits) -> Co
         return _parse_hello(frame, ref)
     if kind == "ping":
         return Ping(ref)
+    if kind == "subscribe":
+        target = _target(frame)
+        since = frame.get("since_seq")
+        if since is not None and (type(since) is not int or since < 0):
+            raise BadRequest(
+                "since_seq must be a non-negative integer", details={"field": "since_seq"}
+            )
+        if since is not None and isinstance(target, SessionList):
+            raise BadRequest(
+                "since_seq applies to session and port subscriptions",
+                details={"field": "since_seq"},
+            )
+        return Subscribe(ref, target, since)
+    if kind == "unsubscribe":
+        return Unsubscribe(ref, _target(frame))
     raise BadRequest(f"unknown frame type {kind!r}", details={"field": "type"})
 
 
@@ -262,6 +311,27 @@ def _holds_nul(value: Any) -> bool:
     if isinstance(value, list):
         return any(_holds_nul(v) for v in value)
     return False
+
+
+def _target(frame: dict[str, Any]) -> Target:
+    given = [key for key in ("session_id", "port", "sessions") if frame.get(key) is not None]
+    if len(given) != 1:
+        raise BadRequest(
+            "give exactly one of session_id, port or sessions: true", details={"field": "type"}
+        )
+    if given[0] == "session_id":
+        raw = frame["session_id"]
+        try:
+            if isinstance(raw, str):
+                return BySession(uuid.UUID(raw))
+        except ValueError:
+            pass
+        raise BadRequest("session_id must be a session's uuid", details={"field": "session_id"})
+    if given[0] == "port":
+        return ByPort(_port(frame))
+    if frame["sessions"] is not True:
+        raise BadRequest("sessions must be true", details={"field": "sessions"})
+    return SessionList()
 
 
 def _port(frame: dict[str, Any]) -> int:
@@ -409,6 +479,43 @@ def encode_pong(ref: str | None) -> str:
 def encode_session_reply(ref: str | None, session: dict[str, Any]) -> str:
     """The answer to `session.new`: the new active session."""
     return _dumps({"type": "session", "event": "created", "ref": ref, "session": session})
+
+
+def target_fields(target: Target) -> dict[str, Any]:
+    """The keys that name a subscription in `subscribed` and `unsubscribed` frames."""
+    if isinstance(target, BySession):
+        return {"session_id": target.session_id}
+    if isinstance(target, ByPort):
+        return {"port": target.port}
+    return {"sessions": True}
+
+
+def encode_subscribed(
+    ref: str | None, target: Target, session: dict[str, Any] | None, last_seq: int | None
+) -> str:
+    frame: dict[str, Any] = {"type": "subscribed", "ref": ref, **target_fields(target)}
+    if not isinstance(target, SessionList):
+        frame["session"] = session
+        frame["last_seq"] = last_seq
+    return _dumps(frame)
+
+
+def encode_unsubscribed(ref: str | None, target: Target) -> str:
+    return _dumps({"type": "unsubscribed", "ref": ref, **target_fields(target)})
+
+
+def encode_message_event(
+    session_id: str, port: int, message: dict[str, Any], *, edited: bool
+) -> str:
+    return _dumps(
+        {
+            "type": "message",
+            "session_id": session_id,
+            "port": port,
+            "edited": edited,
+            "message": message,
+        }
+    )
 
 
 def _dumps(frame: dict[str, Any]) -> str:

@@ -48,6 +48,12 @@ class Settings:
     # Frames a connection may have in flight (read but not yet answered) before the gateway
     # stops reading from it: per-connection backpressure instead of an unbounded queue.
     max_inflight_frames: int = 1000
+    # Live events a connection may have queued, in bytes; a subscriber that falls further
+    # behind is closed with 1013 (it resumes with since_seq).
+    max_outbox_bytes: int = 8 << 20
+    # Presence: an IDE connection's ports stay online this long after the last heartbeat of
+    # its process (heartbeats every third of it), so a dead process's ports go offline.
+    presence_ttl_s: float = 15.0
     # How long a `durable: true` frame waits for the PostgreSQL commit before an error.
     durable_timeout_s: float = 30.0
     # Writer: most stream entries read per batch, and how long it blocks waiting for entries.

@@ -213,6 +213,10 @@ class IngestBuffer:
             )
         if created:
             await self.init_state(session.id)
+            await self._redis.publish(
+                self._keys.user_channel(request.user_id),
+                sessions.session_event("created", session),
+            )
         # NX: a rotation that already wrote a newer session id must win over this lookup.
         await self._redis.set(active_key, str(session.id), nx=True)
 

@@ -36,9 +36,19 @@ local function append_entry()
   fields, waiting = {}, {}
 end
 
-local function add_row(row)
+-- Rows to publish, per session channel, in seq order: live subscribers get them from here.
+local published, channels = {}, {}
+
+local function add_row(channel, row)
   fields[#fields + 1] = 'r' .. #fields
   fields[#fields + 1] = row
+  local rows = published[channel]
+  if not rows then
+    rows = {}
+    published[channel] = rows
+    channels[#channels + 1] = channel
+  end
+  rows[#rows + 1] = row
 end
 
 for r = 1, #input[5] do
@@ -57,6 +67,7 @@ for r = 1, #input[5] do
     end
     local pending = prefix .. 'b:' .. sid
     local edits = prefix .. 'e:' .. sid
+    local channel = prefix .. 'ev:s:' .. sid
     local reply = {'K', sid, ''}
     local stored = false
     for i = 1, #items, 4 do
@@ -68,7 +79,7 @@ for r = 1, #input[5] do
         local row = '{"sid":"' .. sid .. '","seq":' .. seq .. ',"id":"' .. id ..
           '","at":' .. now .. ',"ed":null,' .. tail
         redis.call('ZADD', pending, seq, row)
-        add_row(row)
+        add_row(channel, row)
         stored = true
         reply[#reply + 1] = seq
         reply[#reply + 1] = id
@@ -86,7 +97,7 @@ for r = 1, #input[5] do
           local row = '{"sid":"' .. sid .. '","seq":' .. seq .. ',"id":"' .. oid ..
             '","at":' .. oat .. ',"ed":' .. now .. ',' .. tail
           redis.call('HSET', edits, seq, row)
-          add_row(row)
+          add_row(channel, row)
           stored = true
           reply[#reply + 1] = tonumber(seq)
           reply[#reply + 1] = oid
@@ -106,4 +117,7 @@ for r = 1, #input[5] do
   end
 end
 append_entry()
+for _, channel in ipairs(channels) do
+  redis.call('PUBLISH', channel, '[' .. table.concat(published[channel], ',') .. ']')
+end
 return cjson.encode(out)

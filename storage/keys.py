@@ -46,6 +46,25 @@ class Keys:
         Kept apart from `pending` so the writer can drop committed new rows by seq range."""
         return f"{self.prefix}e:{session_id}"
 
+    def session_channel(self, session_id: str) -> str:
+        """Pub/sub: the session's stored rows and edits, published by the ingest script in seq
+        order (one JSON array of rows per script call)."""
+        return f"{self.prefix}ev:s:{session_id}"
+
+    def user_channel(self, user_id: str) -> str:
+        """Pub/sub: the user's session events (created, updated, archived, deleted) and
+        presence changes, as JSON objects."""
+        return f"{self.prefix}ev:u:{user_id}"
+
+    def presence(self) -> str:
+        """Sorted set of `user|port|connection` by expiry time: which IDE connections serve
+        which ports, kept alive by the process that holds the connection."""
+        return f"{self.prefix}presence"
+
+    def presence_port(self, user_id: str, port: int) -> str:
+        """Sorted set of the connection ids serving the user's port, by expiry time."""
+        return f"{self.prefix}presence:{user_id}:{port}"
+
     def persisted_channel(self, process_id: str) -> str:
         """Pub/sub channel on which writers tell one gateway process its durable frames are
         committed."""

@@ -32,6 +32,17 @@ class Page:
     has_more: bool
 
 
+async def last_seq(conn: Connection, redis: aioredis.Redis, keys: Keys, session_id: str) -> int:
+    """The session's newest seq: the allocation counter in Redis, else PostgreSQL's max."""
+    counter = await redis.hget(keys.session_state(session_id), "#")
+    if counter is not None:
+        return int(counter)
+    found = await conn.fetchval(
+        "SELECT max(seq) FROM messages WHERE session_id = $1", uuid.UUID(session_id)
+    )
+    return int(found or 0)
+
+
 async def session_messages(
     conn: Connection,
     redis: aioredis.Redis,
@@ -80,7 +91,11 @@ async def session_messages(
 
 
 def _buffered_message(raw: Any) -> dict[str, Any]:
-    row = orjson.loads(raw)
+    return message_from_row(orjson.loads(raw))
+
+
+def message_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A buffered row (as the ingest script writes it) in the API's message shape."""
     return {
         "id": row["id"],
         "seq": row["seq"],

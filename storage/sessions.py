@@ -13,11 +13,12 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from storage.db import Connection
 from storage.ids import new_id
 
-_COLUMNS = (
+COLUMNS = (
     "id, user_id, port, ide_type, title, status, pinned, message_count, last_message_at,"
     " created_at, updated_at"
 )
@@ -53,8 +54,15 @@ class Session:
         }
 
 
-def _session(record: asyncpg.Record) -> Session:
+def session_from(record: asyncpg.Record) -> Session:
     return Session(**dict(record))
+
+
+def session_event(event: str, session: Session) -> bytes:
+    """A session event as published on the user's channel (see `Keys.user_channel`)."""
+    return orjson.dumps(
+        {"event": event, "session": session.to_json()}, default=str, option=orjson.OPT_UTC_Z
+    )
 
 
 async def find_or_create_active(
@@ -69,22 +77,22 @@ async def find_or_create_active(
         created = await conn.fetchrow(
             f"INSERT INTO sessions (id, user_id, port, ide_type) VALUES ($1, $2, $3, $4)"
             f" ON CONFLICT (user_id, port) WHERE status = 'active' DO NOTHING"
-            f" RETURNING {_COLUMNS}",
+            f" RETURNING {COLUMNS}",
             new_id(),
             user_id,
             port,
             ide_type,
         )
         if created is not None:
-            return _session(created), True
+            return session_from(created), True
         found = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM sessions"
+            f"SELECT {COLUMNS} FROM sessions"
             f" WHERE user_id = $1 AND port = $2 AND status = 'active'",
             user_id,
             port,
         )
         if found is not None:
-            return _session(found), False
+            return session_from(found), False
         # The active session was archived between our insert and select: try again.
 
 
@@ -99,13 +107,13 @@ async def rotate(
                     f"UPDATE sessions SET status = 'archived', archived_at = now(),"
                     f" updated_at = now()"
                     f" WHERE user_id = $1 AND port = $2 AND status = 'active'"
-                    f" RETURNING {_COLUMNS}",
+                    f" RETURNING {COLUMNS}",
                     user_id,
                     port,
                 )
                 new = await conn.fetchrow(
                     f"INSERT INTO sessions (id, user_id, port, ide_type, title)"
-                    f" VALUES ($1, $2, $3, $4, $5) RETURNING {_COLUMNS}",
+                    f" VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}",
                     new_id(),
                     user_id,
                     port,
@@ -116,7 +124,17 @@ async def rotate(
             # A concurrent creator committed an active session after our UPDATE's snapshot.
             continue
         assert new is not None
-        return (_session(old) if old else None), _session(new)
+        return (session_from(old) if old else None), session_from(new)
+
+
+async def find_active(conn: Connection, user_id: str, port: int) -> Session | None:
+    """The user's active session on the port, if there is one (never creates one)."""
+    record = await conn.fetchrow(
+        f"SELECT {COLUMNS} FROM sessions WHERE user_id = $1 AND port = $2 AND status = 'active'",
+        user_id,
+        port,
+    )
+    return session_from(record) if record else None
 
 
 async def get_session(
@@ -124,12 +142,12 @@ async def get_session(
 ) -> Session | None:
     """The session if it exists, belongs to the user and is not deleted."""
     record = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM sessions"
+        f"SELECT {COLUMNS} FROM sessions"
         f" WHERE id = $1 AND user_id = $2 AND status <> 'deleted'",
         session_id,
         user_id,
     )
-    return _session(record) if record else None
+    return session_from(record) if record else None
 
 
 @dataclass(frozen=True, slots=True)

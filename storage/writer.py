@@ -26,7 +26,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +38,8 @@ from redis.exceptions import ResponseError
 from storage.db import Connection
 from storage.keys import WRITER_GROUP, Keys
 from storage.scripts import lua
+from storage.sessions import COLUMNS as SESSION_COLUMNS
+from storage.sessions import Session, session_event, session_from
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,9 @@ class BatchResult:
     rows_inserted: int
     rows_edited: int
     replayed: bool  # True when the fast path hit rows already written (a replayed batch)
+    # Sessions whose counters changed: one `updated` event each per batch, so a burst of
+    # messages gives at most one session-list event per session per batch.
+    sessions: list[Session] = field(default_factory=list)
 
 
 class BatchWriter:
@@ -226,8 +231,9 @@ class BatchWriter:
                 first.rows_inserted + second.rows_inserted,
                 first.rows_edited + second.rows_edited,
                 first.replayed or second.replayed,
+                first.sessions + second.sessions,
             )
-        await self._acknowledge(entries, batch)
+        await self._acknowledge(entries, batch, result.sessions)
         self.rows_written += result.rows_inserted
         await self._notify()
         return result
@@ -246,7 +252,7 @@ class BatchWriter:
         )
         record: dict[Any, Any] = {**fields, b"error": str(error).encode(), b"entry": entry_id}
         await self._redis.xadd(self._keys.dead_letters, record)
-        await self._acknowledge([entry], batch)
+        await self._acknowledge([entry], batch, [])
 
     def _entries_per_read(self) -> int:
         wanted = round(self._config.batch_rows / self._rows_per_entry)
@@ -269,7 +275,9 @@ class BatchWriter:
                     return
                 await self._committed.wait()
 
-    async def _acknowledge(self, entries: list[Entry], batch: _Batch) -> None:
+    async def _acknowledge(
+        self, entries: list[Entry], batch: _Batch, changed: list[Session]
+    ) -> None:
         ids = [entry_id for entry_id, _ in entries]
         pipe = self._redis.pipeline(transaction=False)
         pipe.xack(self._keys.stream, WRITER_GROUP, *ids)
@@ -279,6 +287,9 @@ class BatchWriter:
                 pipe.zremrangebyscore(self._keys.pending(session_id), low, high)
         for channel, token in batch.notify:
             pipe.publish(channel, token)
+        for session in changed:
+            event = session_event("updated", session)
+            pipe.publish(self._keys.user_channel(session.user_id), event)
         await pipe.execute()
         if batch.edits_written:
             edits = [[self._keys.pending_edits(s), q, d] for s, q, d in batch.edits_written]
@@ -359,7 +370,7 @@ _STAGING = (
     " (LIKE messages INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
 _LOCK_SESSIONS = "SELECT 1 FROM sessions WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
-_COUNTERS = """
+_COUNTERS = f"""
 UPDATE sessions s
    SET message_count = s.message_count + c.n,
        last_message_at = greatest(s.last_message_at, c.last_at),
@@ -367,6 +378,7 @@ UPDATE sessions s
        updated_at = now()
   FROM (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[])) AS c(id, n, last_at)
  WHERE s.id = c.id
+RETURNING {", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))}
 """
 _UPSERT_EDITS = f"""
 INSERT INTO messages ({", ".join(COLUMNS)})
@@ -391,8 +403,8 @@ async def write_batch(conn: Connection, batch: _Batch) -> BatchResult:
                 await conn.copy_records_to_table("messages", records=new_rows, columns=COLUMNS)
             inserted = [(r[0], r[12]) for r in new_rows]  # (session id, created_at)
             inserted += await _upsert_edits(conn, batch)
-            await _update_counters(conn, inserted)
-        return BatchResult(len(new_rows), len(batch.edits), replayed=False)
+            changed = await _update_counters(conn, inserted)
+        return BatchResult(len(new_rows), len(batch.edits), replayed=False, sessions=changed)
     except asyncpg.UniqueViolationError:
         log.info("batch of %d rows was partly written; rewriting idempotently", len(new_rows))
     async with conn.transaction():
@@ -408,8 +420,8 @@ async def write_batch(conn: Connection, batch: _Batch) -> BatchResult:
         )
         inserted = [(str(r["session_id"]), r["created_at"]) for r in records]
         inserted += await _upsert_edits(conn, batch)
-        await _update_counters(conn, inserted)
-    return BatchResult(len(records), len(batch.edits), replayed=True)
+        changed = await _update_counters(conn, inserted)
+    return BatchResult(len(records), len(batch.edits), replayed=True, sessions=changed)
 
 
 async def _upsert_edits(conn: Connection, batch: _Batch) -> list[tuple[str, datetime]]:
@@ -422,8 +434,11 @@ async def _upsert_edits(conn: Connection, batch: _Batch) -> list[tuple[str, date
     return [(str(r["session_id"]), r["created_at"]) for r in records if r["inserted"]]
 
 
-async def _update_counters(conn: Connection, inserted: list[tuple[str, datetime]]) -> None:
-    """Add the inserted rows to their sessions' counters; session ids as text, one key each."""
+async def _update_counters(
+    conn: Connection, inserted: list[tuple[str, datetime]]
+) -> list[Session]:
+    """Add the inserted rows to their sessions' counters; session ids as text, one key each.
+    Returns the updated sessions (for the session-list events)."""
     per_session: dict[str, tuple[int, datetime]] = {}
     for session_id, created_at in inserted:
         count, last = per_session.get(session_id, (0, created_at))
@@ -433,12 +448,14 @@ async def _update_counters(conn: Connection, inserted: list[tuple[str, datetime]
         # Lock the sessions in one global order first: concurrent writers touching the same
         # sessions then queue instead of deadlocking.
         await conn.execute(_LOCK_SESSIONS, ids)
-        await conn.execute(
+        records = await conn.fetch(
             _COUNTERS,
             ids,
             [per_session[i][0] for i in ids],
             [per_session[i][1] for i in ids],
         )
+        return [session_from(r) for r in records]
+    return []
 
 
 def _runs(seqs: list[int]) -> list[tuple[int, int]]:

@@ -1,0 +1,341 @@
+"""Live feeds: a connection's subscriptions, caught up from storage and then fed live.
+
+The no-gap, no-duplicate handshake for a session:
+
+1. listen to the session's channel (the hub returns once Redis confirmed the subscription);
+   events from now on are held in the feed's backlog;
+2. read from storage every message after `since_seq`, page by page (buffer then PostgreSQL:
+   every acked message is in one of them);
+3. send the backlog, skipping what the pages already had, and switch the feed to live.
+
+Every message is allocated by the ingest script, which also publishes it: a script that ran
+before step 1 wrote rows that step 2 reads; one that ran after step 1 reaches the backlog;
+one in between does both, and the seq check drops the second copy. Edits carry their version
+(`edited_at` in ms) so an edit is sent unless the client already got that version.
+
+Feeds never block the hub: they push frames into the connection without waiting, and a
+connection that cannot take more is closed with 1013 (see `gateway/connection.py`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+
+from gateway.errors import NotFound
+from gateway.hub import Hub
+from gateway.protocol import (
+    ByPort,
+    BySession,
+    SessionList,
+    Target,
+    encode_message_event,
+    encode_subscribed,
+)
+from storage import sessions
+from storage.keys import Keys
+from storage.messages import last_seq, message_from_row, session_messages
+
+Send = Callable[[str], Awaitable[None]]
+Push = Callable[[str], None]
+Later = Callable[[Callable[[Send], Awaitable[None]]], None]
+
+CATCH_UP_PAGE = 500
+# Live events held while a feed catches up. Past this the backlog is dropped and the feed
+# reads storage again instead: everything in the backlog is in storage too.
+BACKLOG_LIMIT = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class LiveMessage:
+    seq: int
+    version: int  # edited_at in ms; 0 for a message's first version
+    text: str  # the `message` frame, encoded once per process
+
+
+@dataclass(frozen=True, slots=True)
+class UserEvent:
+    port: int
+    event: str | None  # created, updated, archived, deleted; None for presence
+    session_id: str | None
+    status: str | None
+    text: str  # the `session` or `presence` frame
+
+
+def decode_rows(data: bytes) -> list[LiveMessage]:
+    """A session channel publication (a JSON array of rows) as encoded `message` frames."""
+    out = []
+    for row in orjson.loads(data):
+        edited = row["ed"] is not None
+        frame = encode_message_event(row["sid"], row["port"], message_from_row(row), edited=edited)
+        out.append(LiveMessage(row["seq"], row["ed"] or 0, frame))
+    return out
+
+
+def decode_user_event(data: bytes) -> UserEvent:
+    """A user channel publication as an encoded `session` or `presence` frame."""
+    payload = orjson.loads(data)
+    if "presence" in payload:
+        presence = payload["presence"]
+        text = orjson.dumps({"type": "presence", **presence}).decode()
+        return UserEvent(presence["port"], None, None, None, text)
+    session = payload["session"]
+    text = '{"type":"session",' + data.decode()[1:]
+    return UserEvent(session["port"], payload["event"], session["id"], session["status"], text)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveContext:
+    """What feeds need from the process."""
+
+    hub: Hub
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    keys: Keys
+
+
+class SessionFeed:
+    """One connection's view of one session's messages."""
+
+    def __init__(self, context: LiveContext, session_id: str, port: int, push: Push) -> None:
+        self.session_id = session_id
+        self.port = port
+        self._context = context
+        self._push = push
+        self.last_seq = 0
+        self._live = False
+        self._backlog: list[LiveMessage] = []
+        self._overflowed = False
+        self._versions: dict[int, int] = {}  # seq -> version sent, while catching up
+
+    @property
+    def channel(self) -> str:
+        return self._context.keys.session_channel(self.session_id)
+
+    async def start(self) -> None:
+        await self._context.hub.listen(self.channel, self.on_messages, decode_rows)
+
+    async def stop(self) -> None:
+        await self._context.hub.unlisten(self.channel, self.on_messages)
+
+    def on_messages(self, messages: list[LiveMessage]) -> None:
+        if self._live:
+            for message in messages:
+                if self._is_new(message):
+                    self._push(message.text)
+        elif len(self._backlog) + len(messages) <= BACKLOG_LIMIT:
+            self._backlog.extend(messages)
+        else:
+            self._overflowed = True
+            self._backlog.clear()
+
+    def _is_new(self, message: LiveMessage) -> bool:
+        if message.version == 0:
+            if message.seq <= self.last_seq:
+                return False
+            self.last_seq = message.seq
+            return True
+        if message.version <= self._versions.get(message.seq, 0):
+            return False
+        self._versions[message.seq] = message.version
+        return True
+
+    async def go_live(self, send: Send, since_seq: int | None) -> None:
+        """Catch up from `since_seq` (None: nothing to catch up), then switch to live."""
+        if since_seq is not None:
+            self.last_seq = since_seq
+        while True:
+            if since_seq is not None:
+                await self._read_storage(send)
+            # Send the backlog; new events may arrive while we send, so repeat until it is
+            # empty, then go live with no await in between.
+            while self._backlog and not self._overflowed:
+                backlog, self._backlog = self._backlog, []
+                for message in backlog:
+                    if self._is_new(message):
+                        await send(message.text)
+            if not self._overflowed:
+                break
+            self._overflowed = False  # too much arrived meanwhile: storage has all of it
+            since_seq = self.last_seq
+        self._live = True
+        self._versions.clear()
+
+    async def _read_storage(self, send: Send) -> None:
+        context = self._context
+        session_id = uuid.UUID(self.session_id)
+        while True:
+            async with context.pool.acquire() as conn:
+                page = await session_messages(
+                    conn,
+                    context.redis,
+                    context.keys,
+                    session_id,
+                    after_seq=self.last_seq,
+                    limit=CATCH_UP_PAGE,
+                )
+            for message in page.messages:
+                edited = message["edited_at"]
+                version = int(edited.timestamp() * 1000) if edited else 0
+                self._versions[message["seq"]] = version
+                self.last_seq = message["seq"]
+                frame = encode_message_event(self.session_id, self.port, message, edited=False)
+                await send(frame)
+            if not page.has_more:
+                return
+
+
+class Subscriptions:
+    """Every subscription of one connection, keyed by what it names."""
+
+    def __init__(self, context: LiveContext, user_id: str, push: Push, later: Later) -> None:
+        self.context = context
+        self.user_id = user_id
+        self.push = push  # a frame now, without waiting (too slow a client is closed)
+        self.later = later  # a streamed reply, in order after what is queued
+        self._sessions: dict[str, SessionFeed] = {}
+        self.ports: dict[int, PortFeed] = {}
+        self._session_list = False
+
+    async def subscribe(
+        self, send: Send, ref: str | None, target: Target, since_seq: int | None
+    ) -> None:
+        """Run inside the connection's sender: `send` writes frames in order."""
+        await self.unsubscribe(target)  # subscribing again restarts (e.g. a new since_seq)
+        context = self.context
+        if isinstance(target, SessionList):
+            await context.hub.listen(
+                context.keys.user_channel(self.user_id), self._on_user_event, decode_user_event
+            )
+            self._session_list = True
+            await send(encode_subscribed(ref, target, None, None))
+            return
+        if isinstance(target, BySession):
+            async with context.pool.acquire() as conn:
+                session = await sessions.get_session(conn, self.user_id, target.session_id)
+            if session is None:
+                raise NotFound("no such session")
+            feed = SessionFeed(context, str(session.id), session.port, self.push)
+            self._sessions[feed.session_id] = feed
+            await self.start_feed(feed, send, ref, target, session.to_json(), since_seq)
+            return
+        port_feed = PortFeed(self, target.port)
+        self.ports[target.port] = port_feed
+        await port_feed.start(send, ref, since_seq)
+
+    async def start_feed(
+        self,
+        feed: SessionFeed,
+        send: Send,
+        ref: str | None,
+        target: Target,
+        session: dict[str, Any] | None,
+        since_seq: int | None,
+    ) -> None:
+        await feed.start()
+        context = self.context
+        async with context.pool.acquire() as conn:
+            newest = await last_seq(conn, context.redis, context.keys, feed.session_id)
+        if since_seq is None:
+            feed.last_seq = newest
+        await send(encode_subscribed(ref, target, session, newest))
+        await feed.go_live(send, since_seq)
+
+    async def unsubscribe(self, target: Target) -> bool:
+        """Drop the subscription; False if there was none."""
+        if isinstance(target, SessionList):
+            if not self._session_list:
+                return False
+            self._session_list = False
+            await self.context.hub.unlisten(
+                self.context.keys.user_channel(self.user_id), self._on_user_event
+            )
+            return True
+        if isinstance(target, BySession):
+            feed = self._sessions.pop(str(target.session_id), None)
+            if feed is None:
+                return False
+            await feed.stop()
+            return True
+        port_feed = self.ports.pop(target.port, None)
+        if port_feed is None:
+            return False
+        await port_feed.stop()
+        return True
+
+    async def close(self) -> None:
+        for session_id in list(self._sessions):
+            await self.unsubscribe(BySession(uuid.UUID(session_id)))
+        for port in list(self.ports):
+            await self.unsubscribe(ByPort(port))
+        await self.unsubscribe(SessionList())
+
+    def _on_user_event(self, event: UserEvent) -> None:
+        self.push(event.text)
+
+
+class PortFeed:
+    """A port subscription: the port's active session's messages, following rotations, and
+    the port's session and presence events."""
+
+    def __init__(self, owner: Subscriptions, port: int) -> None:
+        self._owner = owner
+        self.port = port
+        self.feed: SessionFeed | None = None
+
+    @property
+    def _channel(self) -> str:
+        return self._owner.context.keys.user_channel(self._owner.user_id)
+
+    async def start(self, send: Send, ref: str | None, since_seq: int | None) -> None:
+        context = self._owner.context
+        await context.hub.listen(self._channel, self._on_user_event, decode_user_event)
+        session = await self._active_session()
+        if session is None:
+            await send(encode_subscribed(ref, ByPort(self.port), None, 0))
+            return
+        self.feed = SessionFeed(context, str(session.id), self.port, self._owner.push)
+        await self._owner.start_feed(
+            self.feed, send, ref, ByPort(self.port), session.to_json(), since_seq
+        )
+
+    async def stop(self) -> None:
+        await self._owner.context.hub.unlisten(self._channel, self._on_user_event)
+        if self.feed is not None:
+            await self.feed.stop()
+            self.feed = None
+
+    async def _active_session(self) -> sessions.Session | None:
+        context = self._owner.context
+        async with context.pool.acquire() as conn:
+            return await sessions.find_active(conn, self._owner.user_id, self.port)
+
+    def _on_user_event(self, event: UserEvent) -> None:
+        if event.port != self.port or event.event == "updated":
+            return
+        self._owner.push(event.text)
+        current = self.feed.session_id if self.feed else None
+        if event.event == "created" and event.status == "active" and event.session_id != current:
+            assert event.session_id is not None
+            self._owner.later(self._switcher(event.session_id))
+
+    def _switcher(self, session_id: str) -> Callable[[Send], Awaitable[None]]:
+        async def switch(send: Send) -> None:
+            if self._owner.ports.get(self.port) is not self:
+                return  # unsubscribed meanwhile
+            if self.feed is not None:
+                if self.feed.session_id == session_id:
+                    return
+                await self.feed.stop()
+            # The new session's messages from its first one: they are all new to the client.
+            self.feed = SessionFeed(self._owner.context, session_id, self.port, self._owner.push)
+            await self.feed.start()
+            await self.feed.go_live(send, 0)
+
+        return switch
