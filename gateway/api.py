@@ -6,6 +6,9 @@ session answers exactly like a missing one (404), so its existence never leaks.
 
 from __future__ import annotations
 
+import base64
+import uuid
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -109,7 +112,70 @@ async def list_messages(request: Request) -> Response:
     )
 
 
+async def list_ports(request: Request) -> Response:
+    """The ports the user has used: IDE type, active session, online (an IDE serves it)."""
+    gateway = _gateway(request)
+    user_id = _user(request)
+    async with gateway.pool.acquire() as conn:
+        ports = await sessions.user_ports(conn, user_id)
+    online = await gateway.presence.online(user_id, [p.port for p in ports])
+    return OrjsonResponse(
+        {
+            "ports": [
+                {
+                    "port": p.port,
+                    "ide_type": p.ide_type,
+                    "online": p.port in online,
+                    "active_session": p.active.to_json() if p.active else None,
+                    "last_activity_at": p.last_activity_at,
+                }
+                for p in ports
+            ]
+        }
+    )
+
+
+async def list_session_page(request: Request) -> Response:
+    """The user's sessions, newest activity first, keyset-paginated (`next_cursor`)."""
+    gateway = _gateway(request)
+    user_id = _user(request)
+    port = _int_param(request, "port", low=1, high=65535)
+    status = request.query_params.get("status") or None
+    if status not in (None, "active", "archived"):
+        raise BadRequest("status must be active or archived")
+    limit = _int_param(request, "limit", low=1, high=200) or 50
+    after = _decode_cursor(request.query_params.get("cursor"))
+    async with gateway.pool.acquire() as conn:
+        page, next_key = await sessions.list_sessions(
+            conn, user_id, port=port, status=status, after=after, limit=limit
+        )
+    return OrjsonResponse(
+        {
+            "sessions": [s.to_json() for s in page],
+            "next_cursor": _encode_cursor(next_key) if next_key else None,
+        }
+    )
+
+
+def _encode_cursor(key: tuple[datetime, uuid.UUID]) -> str:
+    raw = f"{key[0].isoformat()}|{key[1]}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, session_id = raw.partition("|")
+        return datetime.fromisoformat(stamp), uuid.UUID(session_id)
+    except ValueError:
+        raise BadRequest("cursor is not one this API gave out") from None
+
+
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
+    Route("/api/ports", list_ports, methods=["GET"]),
+    Route("/api/sessions", list_session_page, methods=["GET"]),
     Route("/api/sessions/{session_id}/messages", list_messages, methods=["GET"]),
 ]

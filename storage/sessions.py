@@ -168,3 +168,69 @@ async def stored_keys(conn: Connection, session_id: uuid.UUID) -> list[StoredKey
         session_id,
     )
     return [StoredKey(**dict(r)) for r in records]
+
+
+@dataclass(frozen=True, slots=True)
+class PortSummary:
+    port: int
+    ide_type: str
+    active: Session | None
+    last_activity_at: datetime
+
+
+async def user_ports(conn: Connection, user_id: str) -> list[PortSummary]:
+    """The ports the user has sessions on (not deleted), each with its active session."""
+    records = await conn.fetch(
+        f"SELECT DISTINCT ON (port) {COLUMNS}, activity_at FROM sessions"
+        " WHERE user_id = $1 AND status <> 'deleted'"
+        " ORDER BY port, (status = 'active') DESC, activity_at DESC",
+        user_id,
+    )
+    out = []
+    for record in records:
+        values = dict(record)
+        activity = values.pop("activity_at")
+        session = Session(**values)
+        active = session if session.status == "active" else None
+        out.append(PortSummary(session.port, session.ide_type, active, activity))
+    return out
+
+
+async def list_sessions(
+    conn: Connection,
+    user_id: str,
+    *,
+    port: int | None,
+    status: str | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> tuple[list[Session], tuple[datetime, uuid.UUID] | None]:
+    """The user's sessions, newest activity first, keyset-paginated on (activity_at, id);
+    returns the page and the key to continue after (None on the last page)."""
+    where = ["user_id = $1", "status <> 'deleted'"]
+    args: list[object] = [user_id]
+    if port is not None:
+        args.append(port)
+        where.append(f"port = ${len(args)}")
+    if status is not None:
+        args.append(status)
+        where.append(f"status = ${len(args)}")
+    if after is not None:
+        args += [after[0], after[1]]
+        where.append(f"(activity_at, id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit + 1)
+    records = await conn.fetch(
+        f"SELECT {COLUMNS}, activity_at FROM sessions WHERE {' AND '.join(where)}"
+        f" ORDER BY activity_at DESC, id DESC LIMIT ${len(args)}",
+        *args,
+    )
+    page = []
+    for record in records[:limit]:
+        values = dict(record)
+        values.pop("activity_at")
+        page.append(Session(**values))
+    next_key = None
+    if len(records) > limit:
+        last = records[limit - 1]
+        next_key = (last["activity_at"], last["id"])
+    return page, next_key
