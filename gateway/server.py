@@ -22,6 +22,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "ws_max_size": settings.max_frame_bytes,
         # Per-message deflate costs CPU on every frame for small chat frames; off.
         "ws_per_message_deflate": False,
+        # Pings find connections whose peer vanished without a TCP reset (a sleeping laptop,
+        # a dropped network) within 10 s, so their presence ends within seconds too.
+        "ws_ping_interval": 5.0,
+        "ws_ping_timeout": 5.0,
         "lifespan": "on",
         "log_level": settings.log_level,
         "access_log": False,
