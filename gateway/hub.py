@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Any], None]
+_CONFIRM_TIMEOUT_S = 10.0
 Decoder = Callable[[bytes], Any]
 
 
@@ -96,7 +97,8 @@ class Hub:
             await self._pubsub.subscribe(channel)
         else:
             await self._pubsub.unsubscribe(channel)
-        await confirmed
+        # Bounded: a connection lost before Redis answered must not hold the lock forever.
+        await asyncio.wait_for(confirmed, _CONFIRM_TIMEOUT_S)
 
     async def _read(self) -> None:
         while True:

@@ -223,11 +223,19 @@ class Subscriptions:
                 raise NotFound("no such session")
             feed = SessionFeed(context, str(session.id), session.port, self.push)
             self._sessions[feed.session_id] = feed
-            await self.start_feed(feed, send, ref, target, session.to_json(), since_seq)
+            try:
+                await self.start_feed(feed, send, ref, target, session.to_json(), since_seq)
+            except BaseException:
+                await self.unsubscribe(target)
+                raise
             return
         port_feed = PortFeed(self, target.port)
         self.ports[target.port] = port_feed
-        await port_feed.start(send, ref, since_seq)
+        try:
+            await port_feed.start(send, ref, since_seq)
+        except BaseException:
+            await self.unsubscribe(target)
+            raise
 
     async def start_feed(
         self,

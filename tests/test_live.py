@@ -280,3 +280,13 @@ async def test_two_gateways_share_events(settings: Settings) -> None:
         frames = await receive_until(tab, lambda f: f.get("message", {}).get("seq") == 2)
     assert contents(frames) == ["one", "two"]
     assert frames[-1]["session_id"] == first["session_id"]
+
+
+async def test_port_subscribers_get_their_ports_presence(gateway: RunningGateway) -> None:
+    """A port subscriber gets presence events of its own port, not of the user's others."""
+    async with gateway.connect() as tab, gateway.connect() as ide:
+        await request(tab, {"type": "subscribe", "port": 9236})
+        await request(ide, {"type": "hello", "kind": "ide", "ports": [9237, 9236]})
+        event = await receive(tab)
+        assert event == {"type": "presence", "port": 9236, "online": True}
+        assert (await request(tab, {"type": "ping"}))["type"] == "pong"  # nothing for 9237
