@@ -83,7 +83,9 @@ class Serve:
 
 
 @contextlib.asynccontextmanager
-async def serving(cwd: Path, *args: str) -> AsyncIterator[Serve]:
+async def serving(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[Serve]:
     """Start `chat-gateway serve --port 0` in `cwd` with no GATEWAY_* settings; yield it up.
 
     Ready means uvicorn logged "Uvicorn running on": migrations applied, lifespan done,
@@ -93,7 +95,7 @@ async def serving(cwd: Path, *args: str) -> AsyncIterator[Serve]:
     once those servers are gone, so the data folder can be deleted.
     """
     proc = await asyncio.create_subprocess_exec(
-        CHAT_GATEWAY, "serve", "--port", "0", *args, cwd=cwd, env=_env(),
+        CHAT_GATEWAY, "serve", "--port", "0", *args, cwd=cwd, env=_env(**(env or {})),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -348,3 +350,36 @@ async def test_two_workers_and_a_separate_writer(workdir: Path) -> None:
             code = await asyncio.wait_for(writer.wait(), STOP_TIMEOUT)
         assert code == 0, rest.decode()
         assert "writer stopped after writing 6 rows" in rest.decode()
+
+
+async def test_two_gateway_processes_share_live_events(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    """Two `serve` processes on one PostgreSQL and Redis: a tab on process B gets, live,
+    what an IDE sends through process A (cross-process fan-out through Redis)."""
+    env = {
+        "GATEWAY_DATABASE_URL": database_url,
+        "GATEWAY_REDIS_URL": redis_url,
+        "GATEWAY_KEY_PREFIX": f"xproc{os.getpid()}:",
+        "GATEWAY_LOCAL_USER": f"xproc{os.getpid()}",
+    }
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with serving(tmp_path / "a", env=env) as a, serving(tmp_path / "b", env=env) as b:
+        ws_a = a.url.replace("http://", "ws://") + "/ws"
+        ws_b = b.url.replace("http://", "ws://") + "/ws"
+        async with connect(ws_a, open_timeout=IO_TIMEOUT) as ide, connect(
+            ws_b, open_timeout=IO_TIMEOUT
+        ) as tab:
+            await tab.send(json.dumps({"type": "subscribe", "port": 9250, "since_seq": 0}))
+            subscribed = json.loads(await asyncio.wait_for(tab.recv(), IO_TIMEOUT))
+            assert subscribed["type"] == "subscribed" and subscribed["session"] is None
+            for text in ("one", "two"):
+                await ide.send(json.dumps({"type": "message", "port": 9250, "content": text}))
+                assert json.loads(await asyncio.wait_for(ide.recv(), IO_TIMEOUT))["type"] == "ack"
+            seen: list[str] = []
+            while len(seen) < 2:
+                frame = json.loads(await asyncio.wait_for(tab.recv(), IO_TIMEOUT))
+                if frame["type"] == "message":
+                    seen.append(frame["message"]["content"])
+    assert seen == ["one", "two"]
