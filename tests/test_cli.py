@@ -83,9 +83,7 @@ class Serve:
 
 
 @contextlib.asynccontextmanager
-async def serving(
-    cwd: Path, *args: str, env: dict[str, str] | None = None
-) -> AsyncIterator[Serve]:
+async def serving(cwd: Path, *args: str, env: dict[str, str] | None = None) -> AsyncIterator[Serve]:
     """Start `chat-gateway serve --port 0` in `cwd` with no GATEWAY_* settings; yield it up.
 
     Ready means uvicorn logged "Uvicorn running on": migrations applied, lifespan done,
@@ -156,15 +154,6 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
     path.mkdir()
     yield path
     _remove_data(path / ".gateway-data")
-
-
-
-
-
-
-
-
-
 
 
 def _children(pid: int) -> set[int]:
@@ -368,9 +357,10 @@ async def test_two_gateway_processes_share_live_events(
     async with serving(tmp_path / "a", env=env) as a, serving(tmp_path / "b", env=env) as b:
         ws_a = a.url.replace("http://", "ws://") + "/ws"
         ws_b = b.url.replace("http://", "ws://") + "/ws"
-        async with connect(ws_a, open_timeout=IO_TIMEOUT) as ide, connect(
-            ws_b, open_timeout=IO_TIMEOUT
-        ) as tab:
+        async with (
+            connect(ws_a, open_timeout=IO_TIMEOUT) as ide,
+            connect(ws_b, open_timeout=IO_TIMEOUT) as tab,
+        ):
             await tab.send(json.dumps({"type": "subscribe", "port": 9250, "since_seq": 0}))
             subscribed = json.loads(await asyncio.wait_for(tab.recv(), IO_TIMEOUT))
             assert subscribed["type"] == "subscribed" and subscribed["session"] is None
