@@ -21,6 +21,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from storage.background import background
+
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Any], None]
@@ -42,20 +44,16 @@ class Hub:
         # Confirmations of (un)subscribe calls, in the order Redis answers them.
         self._confirmations: dict[str, list[asyncio.Future[None]]] = {}
         self._lock = asyncio.Lock()  # one (un)subscribe at a time: refcounts stay exact
-        self._reader: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Hub]:
         # The pub/sub connection is opened by a first subscribe; a private channel keeps it
         # open even when no client listens, so the reader always has a connection to read.
         await self._pubsub.subscribe(f"__hub_keepalive__:{id(self)}")
-        self._reader = asyncio.create_task(self._read(), name="hub-reader")
         try:
-            yield self
+            async with background(self._read(), "hub-reader"):
+                yield self
         finally:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def listen(self, channel: str, listener: Listener, decode: Decoder) -> None:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterable
 import orjson
 import redis.asyncio as aioredis
 
+from storage.background import background
 from storage.keys import Keys
 from storage.scripts import lua
 
@@ -63,13 +64,10 @@ class Presence:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Presence]:
-        task = asyncio.create_task(self._heartbeat(), name="presence-heartbeat")
         try:
-            yield self
+            async with background(self._heartbeat(), "presence-heartbeat"):
+                yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             # This process is going away: its connections' ports go offline now.
             for connection_id in list(self._local):
                 with contextlib.suppress(Exception):

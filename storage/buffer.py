@@ -28,6 +28,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from storage import sessions
+from storage.background import background
 from storage.dedup import content_hash
 from storage.keys import Keys
 from storage.scripts import lua
@@ -122,13 +123,10 @@ class IngestBuffer:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[IngestBuffer]:
         """Run the flusher for the lifetime of the context; on exit, flush what is queued."""
-        task = asyncio.create_task(self._run(), name="ingest-flusher")
         try:
-            yield self
+            async with background(self._run(), "ingest-flusher"):
+                yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             if self._queue:
                 await self._flush_safely(self._take())
 
