@@ -21,6 +21,7 @@ from gateway.auth import authenticate
 from gateway.context import Gateway
 from gateway.errors import BadRequest, GatewayError, NotFound
 from gateway.ingest import session_id_or_none
+from gateway.protocol import MAX_TITLE_CHARS
 from storage import sessions
 from storage.messages import session_messages
 
@@ -157,6 +158,96 @@ async def list_session_page(request: Request) -> Response:
     )
 
 
+async def create_session(request: Request) -> Response:
+    """A new active session for the port; the port's previous one is archived (rotation)."""
+    gateway = _gateway(request)
+    user_id = _user(request)
+    body = await _json_object(request)
+    _only(body, {"port", "title"})
+    port = body.get("port")
+    if type(port) is not int or not 1 <= port <= 65535:
+        raise BadRequest("port must be an integer from 1 to 65535")
+    title = _title(body)
+    _, session = await gateway.ingestor.new_session(user_id, port, title)
+    return OrjsonResponse(session.to_json(), status_code=201)
+
+
+async def get_session(request: Request) -> Response:
+    gateway = _gateway(request)
+    user_id = _user(request)
+    session_id = _session_id(request)
+    async with gateway.pool.acquire() as conn:
+        session = await sessions.get_session(conn, user_id, session_id)
+    if session is None:
+        raise NotFound("no such session")
+    return OrjsonResponse(session.to_json())
+
+
+async def patch_session(request: Request) -> Response:
+    """Rename (`title`, null clears it), pin (`pinned`), archive or unarchive (`status`)."""
+    gateway = _gateway(request)
+    user_id = _user(request)
+    session_id = _session_id(request)
+    body = await _json_object(request)
+    _only(body, {"title", "pinned", "status"})
+    pinned = body.get("pinned")
+    if "pinned" in body and not isinstance(pinned, bool):
+        raise BadRequest("pinned must be true or false")
+    status = body.get("status")
+    if "status" in body and status not in ("active", "archived"):
+        raise BadRequest("status must be active or archived")
+    change = sessions.Change(
+        title=_title(body),
+        clear_title="title" in body and body["title"] is None,
+        pinned=pinned,
+        status=status,
+    )
+    session = await gateway.ingestor.change_session(user_id, session_id, change)
+    if session is None:
+        raise NotFound("no such session")
+    return OrjsonResponse(session.to_json())
+
+
+async def delete_session(request: Request) -> Response:
+    """Soft delete: the session and its messages disappear from every read."""
+    gateway = _gateway(request)
+    if not await gateway.ingestor.delete_session(_user(request), _session_id(request)):
+        raise NotFound("no such session")
+    return Response(status_code=204)
+
+
+def _session_id(request: Request) -> uuid.UUID:
+    session_id = session_id_or_none(request.path_params["session_id"])
+    if session_id is None:
+        raise NotFound("no such session")
+    return session_id
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise BadRequest("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def _only(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+
+
+def _title(body: dict[str, Any]) -> str | None:
+    title = body.get("title")
+    if title is not None and (
+        not isinstance(title, str) or len(title) > MAX_TITLE_CHARS or "\0" in title
+    ):
+        raise BadRequest(f"title must be a string of at most {MAX_TITLE_CHARS} characters")
+    return title
+
+
 def _encode_cursor(key: tuple[datetime, uuid.UUID]) -> str:
     raw = f"{key[0].isoformat()}|{key[1]}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -177,5 +268,9 @@ routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/api/ports", list_ports, methods=["GET"]),
     Route("/api/sessions", list_session_page, methods=["GET"]),
+    Route("/api/sessions", create_session, methods=["POST"]),
+    Route("/api/sessions/{session_id}", get_session, methods=["GET"]),
+    Route("/api/sessions/{session_id}", patch_session, methods=["PATCH"]),
+    Route("/api/sessions/{session_id}", delete_session, methods=["DELETE"]),
     Route("/api/sessions/{session_id}/messages", list_messages, methods=["GET"]),
 ]

@@ -1,4 +1,5 @@
-"""From parsed commands to stored messages: `Ingest` frames into the buffer, `session.new`.
+"""From parsed commands to stored messages: `Ingest` frames into the buffer, and the session
+lifecycle (rotate, rename, pin, archive, unarchive, delete) with its events.
 
 `start_ingest` submits synchronously (so a connection's frames keep their order) and returns a
 coroutine that produces the `ack` frame once the buffer, and for durable frames PostgreSQL,
@@ -109,14 +110,47 @@ class Ingestor:
                 conn, user_id, port, ide_type or ide_type_for_port(port), title
             )
         await self.buffer.init_state(new.id)
+        await self.buffer.set_active(user_id, port, new.id)
+        await self.announce(user_id, [("archived", old), ("created", new)])
+        return old, new
+
+    async def change_session(
+        self, user_id: str, session_id: uuid.UUID, change: sessions.Change
+    ) -> sessions.Session | None:
+        """Rename, pin, archive or unarchive; None if the session is not the user's."""
+        async with self.pool.acquire() as conn:
+            result = await sessions.update(conn, user_id, session_id, change)
+        if result is None:
+            return None
+        session, displaced = result
+        if change.status == "archived":
+            await self.buffer.forget_active(user_id, session.port, session.id)
+        elif change.status == "active":
+            await self.buffer.set_active(user_id, session.port, session.id)
+        event = "archived" if change.status == "archived" else "updated"
+        await self.announce(user_id, [("archived", displaced), (event, session)])
+        return session
+
+    async def delete_session(self, user_id: str, session_id: uuid.UUID) -> bool:
+        """Soft-delete; False if the session is not the user's."""
+        async with self.pool.acquire() as conn:
+            session = await sessions.soft_delete(conn, user_id, session_id)
+        if session is None:
+            return False
+        await self.buffer.forget_active(user_id, session.port, session.id)
+        await self.announce(user_id, [("deleted", session)])
+        return True
+
+    async def announce(
+        self, user_id: str, events: list[tuple[str, sessions.Session | None]]
+    ) -> None:
+        """Publish session events, in order, to the user's session-list and port feeds."""
         channel = self.keys.user_channel(user_id)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self.keys.active(user_id, port), str(new.id))
-        if old is not None:
-            pipe.publish(channel, sessions.session_event("archived", old))
-        pipe.publish(channel, sessions.session_event("created", new))
+        for event, session in events:
+            if session is not None:
+                pipe.publish(channel, sessions.session_event(event, session))
         await pipe.execute()
-        return old, new
 
 
 def _buffer_item(user_id: str, port: int, item: MessageItem) -> BufferItem:

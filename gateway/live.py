@@ -325,11 +325,15 @@ class PortFeed:
             return await sessions.find_active(conn, self._owner.user_id, self.port)
 
     def _on_user_event(self, event: UserEvent) -> None:
-        if event.port != self.port or event.event == "updated":
+        if event.port != self.port:
             return
-        self._owner.push(event.text)
         current = self.feed.session_id if self.feed else None
-        if event.event == "created" and event.status == "active" and event.session_id != current:
+        # Another session became the port's active one (created, or unarchived): follow it.
+        switch = event.status == "active" and event.session_id != current
+        if event.event == "updated" and not switch:
+            return  # counters and renames are for session-list subscribers
+        self._owner.push(event.text)
+        if switch and event.event in ("created", "updated"):
             assert event.session_id is not None
             self._owner.later(self._switcher(event.session_id))
 

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 STORED, DUPLICATE, UPDATED, DUPLICATE_BUFFERED = 0, 1, 2, 3
 _HYDRATE_CHUNK = 1000
+_COMPARE_AND_DELETE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 _MAX_RESOLVE_ROUNDS = 3
 
 
@@ -98,6 +102,7 @@ class IngestBuffer:
         self._state_ttl_s = state_ttl_s
         self._ingest = redis.register_script(lua("ingest.lua"))
         self._hydrate = redis.register_script(lua("hydrate.lua"))
+        self._forget = redis.register_script(_COMPARE_AND_DELETE)
         # Unbounded by design: its size is bounded by the callers, since every connection
         # caps the frames it has in flight (Settings.max_inflight_frames).
         self._queue: list[_Request] = []
@@ -217,6 +222,15 @@ class IngestBuffer:
             )
         # NX: a rotation that already wrote a newer session id must win over this lookup.
         await self._redis.set(active_key, str(session.id), nx=True)
+
+    async def forget_active(self, user_id: str, port: int, session_id: uuid.UUID) -> None:
+        """The session is no longer active: drop the cached answer if it still names it (the
+        port's next message then finds or creates its active session in PostgreSQL)."""
+        await self._forget(keys=[self._keys.active(user_id, port)], args=[str(session_id)])
+
+    async def set_active(self, user_id: str, port: int, session_id: uuid.UUID) -> None:
+        """The session became the port's active one (a rotation or an unarchive)."""
+        await self._redis.set(self._keys.active(user_id, port), str(session_id))
 
     async def init_state(self, session_id: uuid.UUID) -> None:
         """Give a brand-new session an empty dedup state (nothing to load from PostgreSQL)."""

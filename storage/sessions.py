@@ -127,6 +127,76 @@ async def rotate(
         return (session_from(old) if old else None), session_from(new)
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A PATCH: fields left as None stay as they are (`clear_title` sets the title to null)."""
+
+    title: str | None = None
+    clear_title: bool = False
+    pinned: bool | None = None
+    status: str | None = None  # "active" (unarchive) or "archived"
+
+
+async def update(
+    conn: Connection, user_id: str, session_id: uuid.UUID, change: Change
+) -> tuple[Session, Session | None] | None:
+    """Apply the change; None if the session is not the user's (or deleted). Unarchiving
+    makes the session its port's active one, archiving the one that was: that one is
+    returned second."""
+    while True:
+        try:
+            async with conn.transaction():
+                current = await conn.fetchrow(
+                    "SELECT port, status FROM sessions"
+                    " WHERE id = $1 AND user_id = $2 AND status <> 'deleted' FOR UPDATE",
+                    session_id,
+                    user_id,
+                )
+                if current is None:
+                    return None
+                displaced = None
+                if change.status == "active" and current["status"] != "active":
+                    displaced = await conn.fetchrow(
+                        f"UPDATE sessions SET status = 'archived', archived_at = now(),"
+                        f" updated_at = now()"
+                        f" WHERE user_id = $1 AND port = $2 AND status = 'active'"
+                        f" RETURNING {COLUMNS}",
+                        user_id,
+                        current["port"],
+                    )
+                record = await conn.fetchrow(
+                    f"UPDATE sessions SET"
+                    f" title = CASE WHEN $3 THEN NULL ELSE coalesce($4, title) END,"
+                    f" pinned = coalesce($5, pinned),"
+                    f" status = coalesce($6, status),"
+                    f" archived_at = CASE WHEN $6 = 'archived' AND status <> 'archived'"
+                    f"   THEN now() WHEN $6 = 'active' THEN NULL ELSE archived_at END,"
+                    f" updated_at = now()"
+                    f" WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}",
+                    session_id,
+                    user_id,
+                    change.clear_title,
+                    change.title,
+                    change.pinned,
+                    change.status,
+                )
+        except asyncpg.UniqueViolationError:
+            continue  # a concurrent creator made another session active: try again
+        assert record is not None
+        return session_from(record), (session_from(displaced) if displaced else None)
+
+
+async def soft_delete(conn: Connection, user_id: str, session_id: uuid.UUID) -> Session | None:
+    """Mark the session deleted (its messages stay, unreachable); None if not the user's."""
+    record = await conn.fetchrow(
+        f"UPDATE sessions SET status = 'deleted', deleted_at = now(), updated_at = now()"
+        f" WHERE id = $1 AND user_id = $2 AND status <> 'deleted' RETURNING {COLUMNS}",
+        session_id,
+        user_id,
+    )
+    return session_from(record) if record else None
+
+
 async def find_active(conn: Connection, user_id: str, port: int) -> Session | None:
     """The user's active session on the port, if there is one (never creates one)."""
     record = await conn.fetchrow(

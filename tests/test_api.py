@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
+import pytest
 
 from tests.conftest import RunningGateway, receive, request
 
@@ -51,3 +54,94 @@ async def test_sessions_list_is_keyset_paginated_newest_first(
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
     bad_status = await http.get("/api/sessions", params={"status": "gone"})
     assert bad_status.status_code == 400
+
+
+async def test_post_session_rotates_and_port_subscribers_follow(
+    gateway: RunningGateway, http: httpx.AsyncClient
+) -> None:
+    """`POST /api/sessions` archives the port's session and opens a new one; a port
+    subscriber gets archived, created, then the new session's messages."""
+    async with gateway.connect() as ide, gateway.connect() as tab:
+        old = await request(ide, {"type": "message", "port": 9310, "content": "old"})
+        await request(tab, {"type": "subscribe", "port": 9310})
+        response = await http.post("/api/sessions", json={"port": 9310, "title": "Fresh"})
+        assert response.status_code == 201
+        new = response.json()
+        assert new["title"] == "Fresh" and new["status"] == "active" and new["port"] == 9310
+        events = [await receive(tab) for _ in range(2)]
+        assert [(e["event"], e["session"]["id"]) for e in events] == [
+            ("archived", old["session_id"]),
+            ("created", new["id"]),
+        ]
+        ack = await request(ide, {"type": "message", "port": 9310, "content": "new"})
+        assert ack["session_id"] == new["id"]
+        live = await receive(tab)
+        assert (live["session_id"], live["message"]["content"]) == (new["id"], "new")
+
+
+async def test_patch_and_delete_reach_session_list_subscribers(
+    gateway: RunningGateway, http: httpx.AsyncClient
+) -> None:
+    """Rename, pin, archive, unarchive and delete each answer with the session and reach
+    `sessions: true` subscribers as session events."""
+    async with gateway.connect() as ide, gateway.connect() as tab:
+        first = await request(ide, {"type": "message", "port": 9311, "content": "x"})
+        sid = first["session_id"]
+        await request(tab, {"type": "subscribe", "sessions": True})
+        path = f"/api/sessions/{sid}"
+        renamed = await http.patch(path, json={"title": "Plan", "pinned": True})
+        assert renamed.status_code == 200
+        assert (renamed.json()["title"], renamed.json()["pinned"]) == ("Plan", True)
+        archived = (await http.patch(path, json={"status": "archived"})).json()
+        assert archived["status"] == "archived"
+        # The port has no active session now: the next message opens a new one.
+        other = await request(ide, {"type": "message", "port": 9311, "content": "y"})
+        assert other["session_id"] != sid
+        back = (await http.patch(path, json={"status": "active"})).json()
+        assert back["status"] == "active"
+        ack = await request(ide, {"type": "message", "port": 9311, "content": "z"})
+        assert ack["session_id"] == sid  # unarchived: the port's active session again
+        assert (await http.delete(path)).status_code == 204
+        assert (await http.get(path)).status_code == 404
+        assert (await http.get(path + "/messages")).status_code == 404
+        frames = await _session_events(tab, until=("deleted", sid))
+    about_sid = [f["event"] for f in frames if f["session"]["id"] == sid]
+    assert about_sid[0] == "updated" and "archived" in about_sid and about_sid[-1] == "deleted"
+    assert any(f["session"]["title"] == "Plan" and f["session"]["pinned"] for f in frames)
+    displaced = [f for f in frames if f["event"] == "archived" and f["session"]["id"] != sid]
+    assert [f["session"]["id"] for f in displaced] == [other["session_id"]]
+
+
+async def _session_events(ws: Any, *, until: tuple[str, str]) -> list[dict[str, Any]]:
+    frames = []
+    while True:
+        frame = await receive(ws)
+        if frame["type"] != "session":
+            continue
+        frames.append(frame)
+        if (frame["event"], frame["session"]["id"]) == until:
+            return frames
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("POST", {"port": 0}),
+        ("POST", {"port": 9, "title": 5}),
+        ("POST", {"port": 9, "extra": 1}),
+        ("POST", [1]),
+        ("PATCH", {"status": "deleted"}),
+        ("PATCH", {"pinned": "yes"}),
+        ("PATCH", {"title": "x" * 201}),
+    ],
+)
+async def test_bad_session_bodies_are_400(
+    gateway: RunningGateway, http: httpx.AsyncClient, method: str, body: Any
+) -> None:
+    """Malformed create and patch bodies get 400 with the contract's error body."""
+    async with gateway.connect() as ide:
+        sid = (await request(ide, {"type": "message", "port": 9312, "content": "x"}))["session_id"]
+    path = "/api/sessions" if method == "POST" else f"/api/sessions/{sid}"
+    response = await http.request(method, path, json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"
