@@ -146,9 +146,23 @@ async def list_session_page(request: Request) -> Response:
         raise BadRequest("status must be active or archived")
     limit = _int_param(request, "limit", low=1, high=200) or 50
     after = _decode_cursor(request.query_params.get("cursor"))
+    pinned_raw = request.query_params.get("pinned") or None
+    if pinned_raw not in (None, "true", "false"):
+        raise BadRequest("pinned must be true or false")
+    pinned = None if pinned_raw is None else pinned_raw == "true"
+    title_contains = request.query_params.get("q") or None
+    if title_contains is not None and len(title_contains) > MAX_TITLE_CHARS:
+        raise BadRequest(f"q must be at most {MAX_TITLE_CHARS} characters")
     async with gateway.pool.acquire() as conn:
         page, next_key = await sessions.list_sessions(
-            conn, user_id, port=port, status=status, after=after, limit=limit
+            conn,
+            user_id,
+            port=port,
+            status=status,
+            after=after,
+            limit=limit,
+            pinned=pinned,
+            title_contains=title_contains,
         )
     return OrjsonResponse(
         {

@@ -274,6 +274,8 @@ async def list_sessions(
     status: str | None,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
+    pinned: bool | None = None,
+    title_contains: str | None = None,
 ) -> tuple[list[Session], tuple[datetime, uuid.UUID] | None]:
     """The user's sessions, newest activity first, keyset-paginated on (activity_at, id);
     returns the page and the key to continue after (None on the last page)."""
@@ -285,6 +287,14 @@ async def list_sessions(
     if status is not None:
         args.append(status)
         where.append(f"status = ${len(args)}")
+    if pinned is not None:
+        args.append(pinned)
+        where.append(f"pinned = ${len(args)}")
+    if title_contains:
+        # A literal substring: the LIKE wildcards in the user's text are escaped.
+        escaped = title_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        args.append(f"%{escaped}%")
+        where.append(f"title ILIKE ${len(args)}")
     if after is not None:
         args += [after[0], after[1]]
         where.append(f"(activity_at, id) < (${len(args) - 1}, ${len(args)})")

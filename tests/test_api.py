@@ -145,3 +145,25 @@ async def test_bad_session_bodies_are_400(
     response = await http.request(method, path, json=body)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "bad_request"
+
+
+async def test_sessions_filter_by_pinned_and_title(
+    gateway: RunningGateway, http: httpx.AsyncClient
+) -> None:
+    """`pinned` and `q` (a literal, case-insensitive title substring) filter the list."""
+    titles = ["Refactor parser", "100% done_now", "refactor UI"]
+    ids = []
+    for i, title in enumerate(titles):
+        response = await http.post("/api/sessions", json={"port": 9320 + i, "title": title})
+        ids.append(response.json()["id"])
+    await http.patch(f"/api/sessions/{ids[2]}", json={"pinned": True})
+
+    async def titles_for(**params: str) -> set[str]:
+        body = (await http.get("/api/sessions", params=params)).json()
+        return {s["title"] for s in body["sessions"]}
+
+    assert await titles_for(q="refactor") == {"Refactor parser", "refactor UI"}
+    assert await titles_for(q="0% d") == {"100% done_now"}
+    assert await titles_for(q="_") == {"100% done_now"}  # not a wildcard
+    assert await titles_for(pinned="true") == {"refactor UI"}
+    assert (await http.get("/api/sessions", params={"pinned": "maybe"})).status_code == 400
