@@ -23,7 +23,7 @@ from gateway.errors import BadRequest, GatewayError, NotFound
 from gateway.ingest import session_id_or_none
 from gateway.protocol import MAX_TITLE_CHARS
 from storage import sessions
-from storage.messages import session_messages
+from storage.messages import port_messages, session_messages
 
 MAX_PAGE = 1000
 
@@ -134,6 +134,24 @@ async def list_ports(request: Request) -> Response:
             ]
         }
     )
+
+
+async def list_port_messages(request: Request) -> Response:
+    """The port's newest messages across its sessions, newest first."""
+    gateway = _gateway(request)
+    user_id = _user(request)
+    port = _path_port(request)
+    limit = _int_param(request, "limit", low=1, high=MAX_PAGE) or 100
+    async with gateway.pool.acquire() as conn:
+        messages = await port_messages(conn, gateway.redis, gateway.keys, user_id, port, limit)
+    return OrjsonResponse({"port": port, "messages": messages})
+
+
+def _path_port(request: Request) -> int:
+    raw = request.path_params["port"]
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise BadRequest("port must be an integer from 1 to 65535")
+    return int(raw)
 
 
 async def list_session_page(request: Request) -> Response:
@@ -281,6 +299,7 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/api/ports", list_ports, methods=["GET"]),
+    Route("/api/ports/{port}/messages", list_port_messages, methods=["GET"]),
     Route("/api/sessions", list_session_page, methods=["GET"]),
     Route("/api/sessions", create_session, methods=["POST"]),
     Route("/api/sessions/{session_id}", get_session, methods=["GET"]),

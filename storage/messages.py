@@ -90,6 +90,59 @@ async def session_messages(
     return Page(page, has_more=len(seqs) > limit)
 
 
+# Pending rows can only be in sessions written to within the writer's lag: the port's most
+# recently active few (the active one, and one just rotated away from) are enough.
+_RECENT_SESSIONS = 3
+
+
+async def port_messages(
+    conn: Connection, redis: aioredis.Redis, keys: Keys, user_id: str, port: int, limit: int
+) -> list[dict[str, Any]]:
+    """The newest `limit` messages of the port across its (not deleted) sessions, newest
+    first, each with its `session_id`; buffered messages included (read your writes)."""
+    recent = await conn.fetch(
+        "SELECT id FROM sessions WHERE user_id = $1 AND port = $2 AND status <> 'deleted'"
+        " ORDER BY activity_at DESC LIMIT $3",
+        user_id,
+        port,
+        _RECENT_SESSIONS,
+    )
+    session_ids = [str(r["id"]) for r in recent]
+    # Redis first, then PostgreSQL: see the module docstring.
+    pipe = redis.pipeline(transaction=True)
+    for sid in session_ids:
+        pipe.zrevrange(keys.pending(sid), 0, limit - 1)
+        pipe.hgetall(keys.pending_edits(sid))
+    replies = await pipe.execute()
+    records = await conn.fetch(
+        "SELECT m.session_id, m.id, m.seq, m.client_id, m.role, m.content, m.content_type,"
+        " m.source, m.client_ts, m.created_at, m.edited_at, m.metadata"
+        " FROM messages m JOIN sessions s ON s.id = m.session_id"
+        " WHERE m.user_id = $1 AND m.port = $2 AND s.status <> 'deleted'"
+        " ORDER BY m.created_at DESC, m.seq DESC LIMIT $3",
+        user_id,
+        port,
+        limit,
+    )
+    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    for record in records:
+        merged[(str(record["session_id"]), record["seq"])] = {
+            "session_id": str(record["session_id"]),
+            **_stored_message(record),
+        }
+    for index, sid in enumerate(session_ids):
+        buffered, edits = replies[2 * index], replies[2 * index + 1]
+        for raw in buffered:
+            message = _buffered_message(raw)
+            merged[(sid, message["seq"])] = {"session_id": sid, **message}
+        for raw in edits.values():  # newest versions, of messages on this page only
+            message = _buffered_message(raw)
+            if (sid, message["seq"]) in merged:
+                merged[(sid, message["seq"])] = {"session_id": sid, **message}
+    newest = sorted(merged.values(), key=lambda m: (m["created_at"], m["seq"]), reverse=True)
+    return newest[:limit]
+
+
 def _buffered_message(raw: Any) -> dict[str, Any]:
     return message_from_row(orjson.loads(raw))
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
 
+from storage.writer import BatchWriter
 from tests.conftest import RunningGateway, receive, request
 
 
@@ -167,3 +169,34 @@ async def test_sessions_filter_by_pinned_and_title(
     assert await titles_for(q="_") == {"100% done_now"}  # not a wildcard
     assert await titles_for(pinned="true") == {"refactor UI"}
     assert (await http.get("/api/sessions", params={"pinned": "maybe"})).status_code == 400
+
+
+async def test_port_messages_span_sessions_newest_first(
+    gateway_no_writer: RunningGateway,
+) -> None:
+    """`GET /api/ports/{port}/messages` gives the port's newest messages across its sessions,
+    newest first, buffered ones included, deleted sessions left out."""
+    async with gateway_no_writer.connect() as ide, httpx.AsyncClient(
+        base_url=gateway_no_writer.http_url
+    ) as http:
+        for text in ("a1", "a2"):
+            await request(ide, {"type": "message", "port": 9330, "content": text})
+        await request(ide, {"type": "session.new", "port": 9330})
+        for text in ("b1", "b2", "b3"):
+            await request(ide, {"type": "message", "port": 9330, "content": text})
+        gone = await http.post("/api/sessions", json={"port": 9331})
+        await request(ide, {"type": "message", "port": 9331, "content": "other port"})
+        await http.delete(f"/api/sessions/{gone.json()['id']}")
+        body = (await http.get("/api/ports/9330/messages", params={"limit": "4"})).json()
+        running = gateway_no_writer.gateway
+        writer = BatchWriter(running.pool, running.redis, running.keys)
+        async with writer.running():
+            await asyncio.wait_for(writer.wait_drained(), 15)
+        written = (await http.get("/api/ports/9330/messages", params={"limit": "4"})).json()
+        other = (await http.get("/api/ports/9331/messages")).json()
+        bad = await http.get("/api/ports/70000/messages")
+    assert [m["content"] for m in body["messages"]] == ["b3", "b2", "b1", "a2"]
+    assert written["messages"] == body["messages"]  # the same from PostgreSQL
+    assert len({m["session_id"] for m in body["messages"]}) == 2
+    assert [m["content"] for m in other["messages"]] == []  # its only session was deleted
+    assert bad.status_code == 400
