@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from gateway import api
+from gateway import api, ui_routes
 from gateway.auth import authenticate
 from gateway.connection import ConnectionRegistry, serve_connection
 from gateway.context import Gateway
@@ -48,7 +48,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
 
     return Starlette(
-        routes=[*api.routes, WebSocketRoute("/ws", websocket_endpoint)],
+        routes=[*api.routes, WebSocketRoute("/ws", websocket_endpoint), *ui_routes.routes],
         lifespan=lifespan,
         exception_handlers={
             GatewayError: api.gateway_error,
