@@ -232,7 +232,7 @@ class Subscriptions:
         port_feed = PortFeed(self, target.port)
         self.ports[target.port] = port_feed
         try:
-            await port_feed.start(send, ref, since_seq)
+            await port_feed.start(send, ref, since_seq, target.since_session_id)
         except BaseException:
             await self.unsubscribe(target)
             raise
@@ -301,13 +301,21 @@ class PortFeed:
     def _channel(self) -> str:
         return self._owner.context.keys.user_channel(self._owner.user_id)
 
-    async def start(self, send: Send, ref: str | None, since_seq: int | None) -> None:
+    async def start(
+        self,
+        send: Send,
+        ref: str | None,
+        since_seq: int | None,
+        since_session_id: uuid.UUID | None,
+    ) -> None:
         context = self._owner.context
         await context.hub.listen(self._channel, self._on_user_event, decode_user_event)
         session = await self._active_session()
         if session is None:
             await send(encode_subscribed(ref, ByPort(self.port), None, 0))
             return
+        if since_seq is not None and since_session_id not in (None, session.id):
+            since_seq = 0  # the port rotated while the client was away: all of the new one
         self.feed = SessionFeed(context, str(session.id), self.port, self._owner.push)
         await self._owner.start_feed(
             self.feed, send, ref, ByPort(self.port), session.to_json(), since_seq

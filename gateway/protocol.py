@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,6 +109,9 @@ class ByPort:
     """Whatever session is active on the port, following rotations."""
 
     port: int
+    # The session the client's since_seq counts in (optional): if the port moved on to
+    # another session meanwhile, the new one is caught up from its start instead.
+    since_session_id: uuid.UUID | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,7 +331,17 @@ def _target(frame: dict[str, Any]) -> Target:
             pass
         raise BadRequest("session_id must be a session's uuid", details={"field": "session_id"})
     if given[0] == "port":
-        return ByPort(_port(frame))
+        since_session = frame.get("since_session_id")
+        if since_session is None:
+            return ByPort(_port(frame))
+        try:
+            if isinstance(since_session, str):
+                return ByPort(_port(frame), uuid.UUID(since_session))
+        except ValueError:
+            pass
+        raise BadRequest(
+            "since_session_id must be a session's uuid", details={"field": "since_session_id"}
+        )
     if frame["sessions"] is not True:
         raise BadRequest("sessions must be true", details={"field": "sessions"})
     return SessionList()

@@ -290,3 +290,31 @@ async def test_port_subscribers_get_their_ports_presence(gateway: RunningGateway
         event = await receive(tab)
         assert event == {"type": "presence", "port": 9236, "online": True}
         assert (await request(tab, {"type": "ping"}))["type"] == "pong"  # nothing for 9237
+
+
+async def test_port_resume_after_a_rotation_catches_up_the_new_session(
+    gateway: RunningGateway,
+) -> None:
+    """Resuming a port subscription with `since_session_id` naming the session the client
+    had: when the port rotated meanwhile, the new session is caught up from its start."""
+    async with gateway.connect() as ide, gateway.connect() as tab:
+        old = [
+            await request(ide, {"type": "message", "port": 9238, "content": f"old {i}"})
+            for i in range(3)
+        ]
+        await request(ide, {"type": "session.new", "port": 9238})
+        for i in range(2):
+            await request(ide, {"type": "message", "port": 9238, "content": f"new {i}"})
+        reply = await request(
+            tab,
+            {
+                "type": "subscribe",
+                "port": 9238,
+                "since_seq": 3,
+                "since_session_id": old[0]["session_id"],
+            },
+        )
+        assert reply["session"]["id"] != old[0]["session_id"]
+        caught_up = [await receive(tab) for _ in range(2)]
+    assert contents(caught_up) == ["new 0", "new 1"]
+    assert [f["message"]["seq"] for f in caught_up] == [1, 2]
