@@ -29,6 +29,7 @@ from gateway.ingest import Ingestor
 from gateway.live import LiveContext
 from gateway.presence import Presence
 from gateway.protocol import Limits
+from gateway.server import install_log_filters
 from gateway.settings import Settings
 from storage.buffer import IngestBuffer
 from storage.db import create_pool
@@ -43,6 +44,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        install_log_filters()
         async with open_gateway(settings) as gateway:
             app.state.gateway = gateway
             yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -44,8 +45,29 @@ def test_durations() -> None:
 
 
 async def test_websocket_needs_a_valid_token(settings: Settings) -> None:
-    """With a secret, no token or a bad one is refused at the handshake with HTTP 401; a good
-    one (header or query) makes the connection that user's."""
+    """With a secret, no token or a bad one is refused at the handshake with HTTP 401 (and no
+    error is logged for it); a good one (header or query) makes the connection that user's."""
+    handler = _Collect()
+    records = handler.records
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    uvicorn_errors.addHandler(handler)
+    try:
+        await _token_checks(settings)
+    finally:
+        uvicorn_errors.removeHandler(handler)
+    assert not [r for r in records if r.levelno >= logging.ERROR], records
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def _token_checks(settings: Settings) -> None:
     async with run_gateway(replace(settings, auth_secret=SECRET)) as running:
         for url in (running.ws_url, running.ws_url + "?token=bad.token"):
             with pytest.raises(InvalidStatus) as refused:
