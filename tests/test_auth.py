@@ -47,15 +47,25 @@ def test_durations() -> None:
 async def test_websocket_needs_a_valid_token(settings: Settings) -> None:
     """With a secret, no token or a bad one is refused at the handshake with HTTP 401 (and no
     error is logged for it); a good one (header or query) makes the connection that user's."""
-    handler = _Collect()
-    records = handler.records
-    uvicorn_errors = logging.getLogger("uvicorn.error")
-    uvicorn_errors.addHandler(handler)
-    try:
-        await _token_checks(settings)
-    finally:
-        uvicorn_errors.removeHandler(handler)
-    assert not [r for r in records if r.levelno >= logging.ERROR], records
+    async with run_gateway(replace(settings, auth_secret=SECRET)) as running:
+        # Attached once uvicorn configured its loggers (that replaces their handlers).
+        errors = _Collect()
+        logging.getLogger("uvicorn.error").addHandler(errors)
+        try:
+            for url in (running.ws_url, running.ws_url + "?token=bad.token"):
+                with pytest.raises(InvalidStatus) as refused:
+                    async with connect(url, open_timeout=10):
+                        pass
+                assert refused.value.response.status_code == 401
+        finally:
+            logging.getLogger("uvicorn.error").removeHandler(errors)
+        assert not [r.getMessage() for r in errors.records if r.levelno >= logging.ERROR]
+        token = issue_token(SECRET, "alice", 60)
+        async with running.connect(additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+            welcome = await request(ws, {"type": "hello", "kind": "ui"})
+        assert welcome["user_id"] == "alice"
+        async with connect(f"{running.ws_url}?token={token}", open_timeout=10) as ws:
+            assert (await request(ws, {"type": "hello"}))["user_id"] == "alice"
 
 
 class _Collect(logging.Handler):
@@ -65,21 +75,6 @@ class _Collect(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
-
-
-async def _token_checks(settings: Settings) -> None:
-    async with run_gateway(replace(settings, auth_secret=SECRET)) as running:
-        for url in (running.ws_url, running.ws_url + "?token=bad.token"):
-            with pytest.raises(InvalidStatus) as refused:
-                async with connect(url, open_timeout=10):
-                    pass
-            assert refused.value.response.status_code == 401
-        token = issue_token(SECRET, "alice", 60)
-        async with running.connect(additional_headers={"Authorization": f"Bearer {token}"}) as ws:
-            welcome = await request(ws, {"type": "hello", "kind": "ui"})
-        assert welcome["user_id"] == "alice"
-        async with connect(f"{running.ws_url}?token={token}", open_timeout=10) as ws:
-            assert (await request(ws, {"type": "hello"}))["user_id"] == "alice"
 
 
 async def test_users_never_see_each_others_sessions(settings: Settings) -> None:
