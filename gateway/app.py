@@ -29,7 +29,7 @@ from gateway.ingest import Ingestor
 from gateway.live import LiveContext
 from gateway.presence import Presence
 from gateway.protocol import Limits
-from gateway.server import install_log_filters
+from gateway.server import install_log_filters, tune_gc
 from gateway.settings import Settings
 from storage.buffer import IngestBuffer
 from storage.db import create_pool
@@ -45,6 +45,7 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         install_log_filters()
+        tune_gc(settings.gc_full_collection_threshold)
         async with open_gateway(settings) as gateway:
             app.state.gateway = gateway
             yield

@@ -6,6 +6,7 @@ the close codes they check are the ones clients get.
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -42,6 +43,17 @@ class DenialNoiseFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() != "ASGI callable returned without completing handshake."
+
+
+def tune_gc(full_collection_threshold: int) -> None:
+    """Make full garbage collections rarer. Every live event wakes each subscriber's sender,
+    and the futures of those waits survive into the oldest generation: with 1,000
+    subscribers CPython's default (a full collection after 10 middle-generation ones) ran a
+    130-200 ms full collection every ~65 messages, and that pause was the fan-out p99.
+    Raising the last threshold from 10 to 1,000 cut that p99 from 165 ms to 47 ms
+    (docs/benchmarks.md); the gateway makes little cyclic garbage, so memory barely moves."""
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, full_collection_threshold)
 
 
 def install_log_filters() -> None:

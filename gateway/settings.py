@@ -65,6 +65,9 @@ class Settings:
     # PostgreSQL on the session's next message.
     session_state_ttl_s: int = 7 * 24 * 3600
     database_pool_size: int = 10
+    # CPython's third GC threshold for gateway processes (its default is 10); see
+    # gateway/server.py:tune_gc for why and the measurement.
+    gc_full_collection_threshold: int = 1000
     log_level: str = "info"
 
     @classmethod
