@@ -22,6 +22,13 @@ class Keys:
         return f"{self.prefix}ingest"
 
     @property
+    def index_stream(self) -> str:
+        """Stream of committed (session_id, seq) keys to (re)index for search: one entry per
+        writer batch, field `k` = JSON [[session_id, seq], ...]. Search indexing reads it off
+        the ingest hot path (see docs/search.md)."""
+        return f"{self.prefix}index"
+
+    @property
     def dead_letters(self) -> str:
         """Stream of ingest entries PostgreSQL refused, kept for inspection and replay."""
         return f"{self.prefix}dead"

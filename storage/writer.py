@@ -62,6 +62,8 @@ COLUMNS = (
 )
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+# Batches kept in the search index stream when no indexer reads it (~ minutes of traffic).
+INDEX_STREAM_MAXLEN = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +292,16 @@ class BatchWriter:
         for session in changed:
             event = session_event("updated", session)
             pipe.publish(self._keys.user_channel(session.user_id), event)
+        written = [[sid, seq] for sid, seqs in batch.written.items() for seq in seqs]
+        written += [[sid, seq] for sid, seq, _ in batch.edits_written]
+        if written:
+            # Capped: an index stream nobody reads (no search indexer) must not grow forever.
+            pipe.xadd(
+                self._keys.index_stream,
+                {"k": orjson.dumps(written)},
+                maxlen=INDEX_STREAM_MAXLEN,
+                approximate=True,
+            )
         await pipe.execute()
         if batch.edits_written:
             edits = [[self._keys.pending_edits(s), q, d] for s, q, d in batch.edits_written]
