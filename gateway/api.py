@@ -22,7 +22,7 @@ from gateway.context import Gateway
 from gateway.errors import BadRequest, GatewayError, NotFound
 from gateway.ingest import session_id_or_none
 from gateway.protocol import MAX_TITLE_CHARS
-from storage import sessions
+from storage import sessions, stats
 from storage.messages import port_messages, session_messages
 
 MAX_PAGE = 1000
@@ -280,6 +280,24 @@ def _title(body: dict[str, Any]) -> str | None:
     return title
 
 
+async def get_stats(request: Request) -> Response:
+    """Counts of the user's sessions and messages, from counters: constant time."""
+    gateway = _gateway(request)
+    user_id = _user(request)
+    async with gateway.pool.acquire() as conn:
+        counts = await stats.read(conn, user_id)
+    return OrjsonResponse(
+        {
+            "sessions": {
+                "active": counts.sessions_active,
+                "archived": counts.sessions_archived,
+                "total": counts.sessions_active + counts.sessions_archived,
+            },
+            "messages": counts.messages,
+        }
+    )
+
+
 def _encode_cursor(key: tuple[datetime, uuid.UUID]) -> str:
     raw = f"{key[0].isoformat()}|{key[1]}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -298,6 +316,7 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
 
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
+    Route("/api/stats", get_stats, methods=["GET"]),
     Route("/api/ports", list_ports, methods=["GET"]),
     Route("/api/ports/{port}/messages", list_port_messages, methods=["GET"]),
     Route("/api/sessions", list_session_page, methods=["GET"]),

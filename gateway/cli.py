@@ -1,4 +1,4 @@
-"""The `chat-gateway` command line: serve, writer, migrate, token.
+"""The `chat-gateway` command line: serve, writer, migrate, verify-counts, archive, token.
 
 With no database or Redis URL, `serve` starts an embedded PostgreSQL and Valkey under the data
 folder and records their URLs in `<data>/servers.json` while it runs, so `chat-gateway writer`
@@ -17,7 +17,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -29,7 +30,8 @@ from gateway.auth import issue_token, parse_duration
 from gateway.connection import VERSION
 from gateway.server import uvicorn_config, uvicorn_options
 from gateway.settings import Settings
-from storage import migrate
+from storage import migrate, sessions, stats
+from storage.buffer import forget_active
 from storage.embedded import EmbeddedServerError, embedded_postgres, embedded_redis
 from storage.keys import Keys
 from storage.writer import BatchWriter, WriterConfig
@@ -118,6 +120,23 @@ def _parser() -> argparse.ArgumentParser:
     mig.add_argument("--status", action="store_true", help="list migrations, apply nothing")
     mig.set_defaults(handler=_migrate)
 
+    verify = sub.add_parser(
+        "verify-counts",
+        parents=[common],
+        help="recount sessions and messages; report (or --fix) counters that drifted",
+    )
+    verify.add_argument("--fix", action="store_true", help="overwrite drifted counters")
+    verify.set_defaults(handler=_verify_counts)
+
+    archive = sub.add_parser(
+        "archive", parents=[common], help="archive sessions inactive for a while, in batches"
+    )
+    archive.add_argument(
+        "--older-than", required=True, help="inactivity that archives a session, like 30d"
+    )
+    archive.add_argument("--batch", type=int, default=500, help="sessions per transaction")
+    archive.set_defaults(handler=_archive)
+
     token = sub.add_parser(
         "token", help="print a signed token for a user (needs GATEWAY_AUTH_SECRET)"
     )
@@ -127,6 +146,76 @@ def _parser() -> argparse.ArgumentParser:
         handler=_token, data_dir=None, database_url=None, redis_url=None, log_level=None
     )
     return parser
+
+
+def _verify_counts(settings: Settings, args: argparse.Namespace) -> None:
+    with _servers(settings, publish=False, redis=False) as settings:
+        drift = asyncio.run(_run_verify(settings.database_url, args.fix))
+    for session_id, kept, real in drift.session_counts[:20]:
+        print(f"session {session_id}: message_count {kept}, real {real}")
+    for user_id, what, kept, real in drift.user_counts[:20]:
+        print(f"user {user_id}: {what} {kept}, real {real}")
+    print(
+        f"checked {drift.sessions_checked} sessions: {len(drift.session_counts)} session"
+        f" counters and {len(drift.user_counts)} user counters drifted"
+        + (" (fixed)" if args.fix and not drift.clean else "")
+    )
+    if not drift.clean and not args.fix:
+        sys.exit(1)
+
+
+async def _run_verify(dsn: str, fix: bool) -> stats.Drift:
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            return await stats.verify(conn, fix=fix, progress=_progress("sessions"))
+    finally:
+        await conn.close()
+        print(file=sys.stderr)
+
+
+def _archive(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        older_than = parse_duration(args.older_than)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    if args.batch < 1:
+        raise SystemExit("--batch must be at least 1")
+    with _servers(settings, publish=False) as settings:
+        archived = asyncio.run(_run_archive(settings, older_than, args.batch))
+    print(f"archived {archived} session(s) inactive for more than {args.older_than}")
+
+
+async def _run_archive(settings: Settings, older_than_s: int, batch: int) -> int:
+    conn = await asyncpg.connect(settings.database_url)
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    keys = Keys(settings.key_prefix)
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    archived = 0
+    try:
+        while page := await sessions.archive_inactive(conn, cutoff, batch):
+            for session in page:
+                await forget_active(redis, keys, session.user_id, session.port, session.id)
+                event = sessions.session_event("archived", session)
+                await redis.publish(keys.user_channel(session.user_id), event)
+            archived += len(page)
+            print(f"\rarchived {archived} session(s)", end="", file=sys.stderr, flush=True)
+    finally:
+        print(file=sys.stderr)
+        await redis.aclose()
+        await conn.close()
+    return archived
+
+
+def _progress(what: str) -> Callable[[int, int], None]:
+    """A one-line progress report on stderr, redrawn in place."""
+
+    def report(done: int, total: int) -> None:
+        share = done / total if total else 1.0
+        bar = "#" * int(share * 30)
+        print(f"\r{what} [{bar:<30}] {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    return report
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> None:

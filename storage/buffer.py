@@ -102,7 +102,6 @@ class IngestBuffer:
         self._state_ttl_s = state_ttl_s
         self._ingest = redis.register_script(lua("ingest.lua"))
         self._hydrate = redis.register_script(lua("hydrate.lua"))
-        self._forget = redis.register_script(_COMPARE_AND_DELETE)
         # Unbounded by design: its size is bounded by the callers, since every connection
         # caps the frames it has in flight (Settings.max_inflight_frames).
         self._queue: list[_Request] = []
@@ -226,7 +225,7 @@ class IngestBuffer:
     async def forget_active(self, user_id: str, port: int, session_id: uuid.UUID) -> None:
         """The session is no longer active: drop the cached answer if it still names it (the
         port's next message then finds or creates its active session in PostgreSQL)."""
-        await self._forget(keys=[self._keys.active(user_id, port)], args=[str(session_id)])
+        await forget_active(self._redis, self._keys, user_id, port, session_id)
 
     async def set_active(self, user_id: str, port: int, session_id: uuid.UUID) -> None:
         """The session became the port's active one (a rotation or an unarchive)."""
@@ -264,6 +263,13 @@ class IngestBuffer:
             await self._hydrate(keys=[state], args=[self._state_ttl_s, "", *chunk])
         await self._hydrate(keys=[state], args=[self._state_ttl_s, last_seq])
         log.info("reloaded dedup state of session %s: %d messages", sid, len(entries))
+
+
+async def forget_active(
+    redis: aioredis.Redis, keys: Keys, user_id: str, port: int, session_id: uuid.UUID
+) -> None:
+    """Drop the cached active session of (user, port) if it still names `session_id`."""
+    await redis.eval(_COMPARE_AND_DELETE, 1, keys.active(user_id, port), str(session_id))
 
 
 def _state_value(seq: int, message_id: uuid.UUID, content: str, created_ms: int) -> str:

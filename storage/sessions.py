@@ -314,3 +314,17 @@ async def list_sessions(
         last = records[limit - 1]
         next_key = (last["activity_at"], last["id"])
     return page, next_key
+
+
+async def archive_inactive(conn: Connection, cutoff: datetime, limit: int) -> list[Session]:
+    """Archive up to `limit` active, unpinned sessions with no activity since `cutoff`;
+    returns them. Short transactions: call it until it returns nothing."""
+    records = await conn.fetch(
+        f"UPDATE sessions SET status = 'archived', archived_at = now(), updated_at = now()"
+        f" WHERE id IN (SELECT id FROM sessions WHERE status = 'active' AND NOT pinned"
+        f" AND activity_at < $1 ORDER BY activity_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        f" RETURNING {COLUMNS}",
+        cutoff,
+        limit,
+    )
+    return [session_from(r) for r in records]

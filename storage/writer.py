@@ -392,6 +392,11 @@ UPDATE sessions s
  WHERE s.id = c.id
 RETURNING {", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))}
 """
+_USER_MESSAGES = """
+INSERT INTO user_stats AS u (user_id, messages)
+SELECT * FROM unnest($1::text[], $2::bigint[])
+ON CONFLICT (user_id) DO UPDATE SET messages = u.messages + excluded.messages
+"""
 _UPSERT_EDITS = f"""
 INSERT INTO messages ({", ".join(COLUMNS)})
 SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::int[], $6::text[],
@@ -466,7 +471,16 @@ async def _update_counters(
             [per_session[i][0] for i in ids],
             [per_session[i][1] for i in ids],
         )
-        return [session_from(r) for r in records]
+        changed = [session_from(r) for r in records]
+        per_user: dict[str, int] = {}
+        for session in changed:
+            if session.status != "deleted":  # a deleted session's messages are not counted
+                count = per_session[str(session.id)][0]
+                per_user[session.user_id] = per_user.get(session.user_id, 0) + count
+        if per_user:
+            users = sorted(per_user)  # one lock order for every writer
+            await conn.execute(_USER_MESSAGES, users, [per_user[u] for u in users])
+        return changed
     return []
 
 

@@ -1,0 +1,170 @@
+"""Stats from counters, verify-counts, and archiving inactive sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from storage import migrate
+from storage.ids import new_id
+from tests.conftest import RunningGateway, drained, receive, request, with_database
+
+CHAT_GATEWAY = Path(sys.executable).parent / "chat-gateway"
+
+
+async def test_stats_follow_every_change(
+    gateway: RunningGateway, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """Messages, rotations, archive, unarchive and delete keep the counters equal to a
+    recount of the rows."""
+    async with gateway.connect() as ide:
+        for port in (9400, 9401):
+            for i in range(5):
+                await request(ide, {"type": "message", "port": port, "content": f"{port} {i}"})
+        rotated = await request(ide, {"type": "session.new", "port": 9400})
+        await request(ide, {"type": "message", "port": 9400, "content": "after"})
+        await request(ide, {"type": "message", "port": 9400, "content": "after"})  # a resend
+        victim = await request(ide, {"type": "message", "port": 9402, "content": "bye"})
+    await drained(gateway)
+    await http.delete(f"/api/sessions/{victim['session_id']}")
+    await http.patch(f"/api/sessions/{rotated['session']['id']}", json={"status": "archived"})
+    body = (await http.get("/api/stats")).json()
+    user = gateway.settings.local_user
+    recount = await db.fetchrow(
+        "SELECT count(*) FILTER (WHERE status = 'active') AS active,"
+        " count(*) FILTER (WHERE status = 'archived') AS archived FROM sessions"
+        " WHERE user_id = $1",
+        user,
+    )
+    messages = await db.fetchval(
+        "SELECT count(*) FROM messages m JOIN sessions s ON s.id = m.session_id"
+        " WHERE s.user_id = $1 AND s.status <> 'deleted'",
+        user,
+    )
+    assert recount is not None
+    assert body == {
+        "sessions": {
+            "active": recount["active"],
+            "archived": recount["archived"],
+            "total": recount["active"] + recount["archived"],
+        },
+        "messages": messages,
+    }
+    assert body["messages"] == 11 and body["sessions"] == {"active": 1, "archived": 2, "total": 3}
+
+
+async def test_stats_read_no_table_but_the_counters(db: asyncpg.Pool) -> None:
+    """The stats query is one primary-key lookup on user_stats: its plan touches neither
+    sessions nor messages."""
+    plan = await db.fetchval(
+        "EXPLAIN (FORMAT TEXT) SELECT sessions_active, sessions_archived, messages"
+        " FROM user_stats WHERE user_id = 'anyone'"
+    )
+    assert "user_stats" in plan and "messages " not in plan and "sessions " not in plan
+
+
+@pytest.fixture
+async def fresh_database(server_database_url: str) -> AsyncIterator[str]:
+    """An empty migrated database of its own (verify-counts looks at every user)."""
+    name = f"cg_stats_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server_database_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = with_database(server_database_url, name)
+    try:
+        conn = await asyncpg.connect(url)
+        await migrate.apply_pending(conn)
+        await conn.close()
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def _cli(*args: str, database_url: str, **settings: str) -> tuple[int, str]:
+    env = {"GATEWAY_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}
+    env |= {f"GATEWAY_{name.upper()}": value for name, value in settings.items()}
+    proc = await asyncio.create_subprocess_exec(
+        CHAT_GATEWAY, *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_verify_counts_reports_and_fixes_drift(fresh_database: str) -> None:
+    """verify-counts exits 1 naming drifted counters; --fix repairs them; then it is clean."""
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        session_id = new_id()
+        await conn.execute(
+            "INSERT INTO sessions (id, user_id, port, ide_type) VALUES ($1, 'u1', 9222, 'cursor')",
+            session_id,
+        )
+        for seq in (1, 2, 3):
+            await conn.execute(
+                "INSERT INTO messages (session_id, seq, id, user_id, port, dedup_key, role,"
+                " content, content_type, source, created_at) VALUES ($1, $2, $3, 'u1', 9222,"
+                " $4, 'user', 'x', 'text', 'user_input', now())",
+                session_id, seq, new_id(), uuid.uuid4(),
+            )  # fmt: skip
+        # The rows went in behind the writer's back: both counters say 0, the truth is 3.
+        code, out = await _cli("verify-counts", database_url=fresh_database)
+        assert code == 1, out
+        assert f"session {session_id}: message_count 0, real 3" in out
+        assert "user u1: messages 0, real 3" in out
+        code, out = await _cli("verify-counts", "--fix", database_url=fresh_database)
+        assert code == 0 and "(fixed)" in out, out
+        assert await conn.fetchval(
+            "SELECT message_count FROM sessions WHERE id = $1", session_id
+        ) == 3
+        assert await conn.fetchval("SELECT messages FROM user_stats WHERE user_id = 'u1'") == 3
+        code, out = await _cli("verify-counts", database_url=fresh_database)
+        assert code == 0 and "0 session counters and 0 user counters drifted" in out, out
+    finally:
+        await conn.close()
+
+
+async def test_archive_command_archives_inactive_sessions(
+    gateway: RunningGateway, db: asyncpg.Pool, database_url: str, redis_url: str
+) -> None:
+    """`archive --older-than 30d` archives active, unpinned sessions idle that long, in
+    batches, announces them, and the port's next message opens a new session."""
+    user = gateway.settings.local_user
+    async with gateway.connect() as ide, gateway.connect() as tab:
+        old = await request(ide, {"type": "message", "port": 9410, "content": "old"})
+        pinned = await request(ide, {"type": "message", "port": 9411, "content": "keep"})
+        recent = await request(ide, {"type": "message", "port": 9412, "content": "new"})
+        await drained(gateway)
+        await db.execute(
+            "UPDATE sessions SET pinned = (id = $2), activity_at = now() - interval '40 days'"
+            " WHERE id = ANY($1::uuid[])",
+            [uuid.UUID(old["session_id"]), uuid.UUID(pinned["session_id"])],
+            uuid.UUID(pinned["session_id"]),
+        )
+        await request(tab, {"type": "subscribe", "sessions": True})
+        code, out = await _cli(
+            "archive", "--older-than", "30d", "--batch", "1",
+            database_url=database_url, redis_url=redis_url,
+            key_prefix=gateway.settings.key_prefix,
+        )  # fmt: skip
+        assert code == 0 and "archived 1 session(s)" in out, out
+        event = await receive(tab)
+        while event.get("event") != "archived":  # skip any late counter update
+            event = await receive(tab)
+        assert event["session"]["id"] == old["session_id"]
+        # The cached active session was dropped: the port's next message opens a new one.
+        after = await request(ide, {"type": "message", "port": 9410, "content": "back"})
+        assert after["session_id"] != old["session_id"]
+    rows = await db.fetch("SELECT id::text, status FROM sessions WHERE user_id = $1", user)
+    statuses = {r["id"]: r["status"] for r in rows}
+    assert statuses[old["session_id"]] == "archived"
+    assert statuses[pinned["session_id"]] == "active"
+    assert statuses[recent["session_id"]] == "active"
