@@ -6,7 +6,9 @@ session answers exactly like a missing one (404), so its existence never leaks.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -26,6 +28,7 @@ from storage import sessions, stats
 from storage.messages import port_messages, session_messages
 
 MAX_PAGE = 1000
+_READY_TIMEOUT_S = 2.0
 
 
 class OrjsonResponse(JSONResponse):
@@ -83,6 +86,49 @@ def _int_param(request: Request, name: str, *, low: int, high: int | None = None
 async def healthz(request: Request) -> Response:
     """Liveness: the process answers. Readiness (dependencies) is `/readyz`."""
     return OrjsonResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: PostgreSQL and Redis answer, and the writers keep up (the oldest unwritten
+    ingest entry is younger than `ready_max_writer_lag_s`); else 503 with the reason."""
+    gateway = _gateway(request)
+    checks: dict[str, Any] = {}
+    reasons: list[str] = []
+    try:
+        async with asyncio.timeout(_READY_TIMEOUT_S):
+            async with gateway.pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        checks["postgres"] = "ok"
+    except Exception as exc:
+        checks["postgres"] = "down"
+        reasons.append(f"PostgreSQL: {exc or type(exc).__name__}")
+    try:
+        async with asyncio.timeout(_READY_TIMEOUT_S):
+            await gateway.redis.ping()
+            oldest: Any = await gateway.redis.xrange(gateway.keys.stream, count=1)
+        checks["redis"] = "ok"
+        lag = 0.0
+        if oldest:
+            entry_ms = int(oldest[0][0].split(b"-")[0])
+            lag = max(0.0, time.time() - entry_ms / 1000)
+        checks["writer_lag_s"] = round(lag, 3)
+        bound = gateway.settings.ready_max_writer_lag_s
+        if lag > bound:
+            reasons.append(f"writer lag {lag:.1f} s is over {bound:g} s")
+    except Exception as exc:
+        checks["redis"] = "down"
+        reasons.append(f"Redis: {exc or type(exc).__name__}")
+    if reasons:
+        body = {"status": "unready", "checks": checks, "reason": "; ".join(reasons)}
+        return OrjsonResponse(body, status_code=503)
+    return OrjsonResponse({"status": "ready", "checks": checks})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of this process's metrics."""
+    gateway = _gateway(request)
+    body, content_type = await gateway.metrics.render(gateway)
+    return Response(body, media_type=content_type)
 
 
 async def list_messages(request: Request) -> Response:
@@ -316,6 +362,8 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
 
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
     Route("/api/stats", get_stats, methods=["GET"]),
     Route("/api/ports", list_ports, methods=["GET"]),
     Route("/api/ports/{port}/messages", list_port_messages, methods=["GET"]),

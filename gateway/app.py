@@ -27,6 +27,8 @@ from gateway.errors import CloseCode, GatewayError, Unauthorized
 from gateway.hub import Hub
 from gateway.ingest import Ingestor
 from gateway.live import LiveContext
+from gateway.logs import configure_logging
+from gateway.metrics import Metrics
 from gateway.presence import Presence
 from gateway.protocol import Limits
 from gateway.server import install_log_filters, tune_gc
@@ -62,7 +64,9 @@ def create_app(settings: Settings) -> Starlette:
 
 def create_app_from_env() -> Starlette:
     """Factory for uvicorn workers: settings from the environment the CLI exported."""
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    configure_logging(settings)  # a worker is a fresh process (spawned, not forked)
+    return create_app(settings)
 
 
 @contextlib.asynccontextmanager
@@ -75,13 +79,18 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         max_metadata_bytes=settings.max_metadata_bytes,
         max_batch_items=settings.max_batch_items,
     )
-    pool = await create_pool(settings.database_url, size=settings.database_pool_size)
+    metrics = Metrics(settings.slow_query_s)
+    pool = await create_pool(
+        settings.database_url, size=settings.database_pool_size, on_query=metrics.observe_query
+    )
     redis = aioredis.Redis.from_url(settings.redis_url)
     try:
         hub = Hub(redis)
         buffer = IngestBuffer(redis, pool, keys, state_ttl_s=settings.session_state_ttl_s)
         waiter = PersistWaiter(hub, pool, keys.persisted_channel(uuid.uuid4().hex))
-        ingestor = Ingestor(buffer, waiter, pool, redis, keys, settings.durable_timeout_s)
+        ingestor = Ingestor(
+            buffer, waiter, pool, redis, keys, settings.durable_timeout_s, metrics.acks
+        )
         presence = Presence(
             redis, keys, ttl_s=settings.presence_ttl_s, heartbeat_s=settings.presence_ttl_s / 3
         )
@@ -95,6 +104,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                     block_ms=settings.writer_block_ms,
                     claim_idle_ms=settings.writer_claim_idle_ms,
                 ),
+                on_batch=metrics.observe_batch,
             )
             if settings.run_writer
             else None
@@ -118,6 +128,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 hub,
                 LiveContext(hub, pool, redis, keys),
                 presence,
+                metrics,
             )
     finally:
         await redis.aclose()

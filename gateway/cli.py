@@ -28,6 +28,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.auth import issue_token, parse_duration
 from gateway.connection import VERSION
+from gateway.logs import configure_logging
 from gateway.server import uvicorn_config, uvicorn_options
 from gateway.settings import Settings
 from storage import migrate, sessions, stats
@@ -57,13 +58,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             database_url=args.database_url,
             redis_url=args.redis_url,
             log_level=args.log_level,
+            log_format=getattr(args, "log_format", None),
         )
     except ValueError as exc:
         parser.error(str(exc))
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        configure_logging(settings)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         args.handler(settings, args)
     except (
@@ -96,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
         help="where embedded servers keep their data (env GATEWAY_DATA_DIR; ./.gateway-data)",
     )
     common.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    common.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text lines, or one JSON object per line (env GATEWAY_LOG_FORMAT; text)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser(

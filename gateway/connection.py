@@ -21,10 +21,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.errors import BadRequest, CloseCode, GatewayError, Internal
 from gateway.live import Send, Subscriptions
+from gateway.metrics import frame_type
 from gateway.protocol import (
     Command,
     FrameError,
@@ -33,6 +35,7 @@ from gateway.protocol import (
     Ping,
     SessionNew,
     Subscribe,
+    Unsubscribe,
     encode_error,
     encode_pong,
     encode_session_reply,
@@ -43,6 +46,15 @@ from gateway.protocol import (
 
 if TYPE_CHECKING:
     from gateway.context import Gateway
+
+_COMMAND_TYPES: dict[type, str] = {
+    Hello: "hello",
+    Ingest: "message",  # `message` and `extracted` frames alike
+    Ping: "ping",
+    SessionNew: "session.new",
+    Subscribe: "subscribe",
+    Unsubscribe: "unsubscribe",
+}
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +139,7 @@ class Connection:
         self._gateway = gateway
         self._ingestor = gateway.ingestor
         self._limits = gateway.limits
+        self._metrics = gateway.metrics
         self.state = ConnectionState(user_id)
         # Bounded: a full outbox stops the reader (see the module docstring).
         settings = gateway.settings
@@ -195,8 +208,10 @@ class Connection:
             try:
                 command = parse_frame(text, self._limits)
             except FrameError as exc:
+                self._metrics.frames_in.labels("invalid").inc()
                 await self._queue(encode_error(exc, exc.ref), None)
                 continue
+            self._metrics.frames_in.labels(_COMMAND_TYPES[type(command)]).inc()
             await self._dispatch(command)
 
     async def _dispatch(self, command: Command) -> None:
@@ -288,9 +303,16 @@ class Connection:
                 reply.close()
             raise ClientGone
 
+    async def _send(self, text: str) -> None:
+        await self._websocket.send_text(text)
+        kind = frame_type(text)
+        self._metrics.frames_out.labels(kind).inc()
+        if kind == "error":
+            self._metrics.errors.labels(orjson.loads(text)["code"]).inc()
+
     async def _send_replies(self) -> None:
         """Send replies in the order their frames arrived; a failed reply becomes an error."""
-        send = self._websocket.send_text
+        send = self._send
         while True:
             reply, ref = await self._outbox.get()
             try:

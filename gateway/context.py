@@ -11,6 +11,7 @@ from gateway.connection import ConnectionRegistry
 from gateway.hub import Hub
 from gateway.ingest import Ingestor
 from gateway.live import LiveContext
+from gateway.metrics import Metrics
 from gateway.presence import Presence
 from gateway.protocol import Limits
 from gateway.settings import Settings
@@ -31,3 +32,4 @@ class Gateway:
     hub: Hub
     live: LiveContext
     presence: Presence
+    metrics: Metrics

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
+from prometheus_client import Counter
 
 from gateway.durable import PersistWaiter
 from gateway.errors import Overloaded
@@ -43,6 +44,7 @@ class Ingestor:
     redis: aioredis.Redis
     keys: Keys
     durable_timeout_s: float
+    acks: Counter  # the acks metric, by durability
 
     def start_ingest(self, user_id: str, command: Ingest) -> Coroutine[Any, Any, str]:
         """Submit the frame's items now; the returned coroutine yields its `ack` frame."""
@@ -83,6 +85,7 @@ class Ingestor:
             for item, o in zip(command.items, outcome.items, strict=True)
         ]
         durability = "persisted" if persisted is not None else "buffered"
+        self.acks.labels(durability).inc()
         return encode_ack(command.ref, outcome.session_id, command.port, results, durability)
 
     async def _wait_persisted(self, outcome: Outcome, persisted: asyncio.Future[None]) -> None:

@@ -19,7 +19,8 @@ WS_IMPLEMENTATION = "websockets-sansio"
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    return {
+    json_logs = {"log_config": None} if settings.log_format == "json" else {}
+    return json_logs | {
         "ws": WS_IMPLEMENTATION,
         "ws_max_size": settings.max_frame_bytes,
         # Per-message deflate costs CPU on every frame for small chat frames; off.

@@ -65,6 +65,12 @@ class Settings:
     # PostgreSQL on the session's next message.
     session_state_ttl_s: int = 7 * 24 * 3600
     database_pool_size: int = 10
+    # Queries slower than this are counted in /metrics and logged.
+    slow_query_s: float = 0.5
+    # /readyz answers 503 when the oldest unwritten ingest entry is older than this.
+    ready_max_writer_lag_s: float = 30.0
+    # `text` (human) or `json` (one object per line, for log shippers).
+    log_format: str = "text"
     # CPython's third GC threshold for gateway processes (its default is 10); see
     # gateway/server.py:tune_gc for why and the measurement.
     gc_full_collection_threshold: int = 1000

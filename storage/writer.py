@@ -25,7 +25,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -98,6 +98,7 @@ class BatchWriter:
         config: WriterConfig | None = None,
         *,
         consumer: str | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self._pool = pool
         self._redis = redis
@@ -105,6 +106,7 @@ class BatchWriter:
         self._config = config or WriterConfig()
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.rows_written = 0
+        self._on_batch = on_batch  # (rows inserted, seconds) after each batch, for metrics
         self._rows_per_entry = 1.0  # moving mean, sizes the next read
         self._settle = redis.register_script(lua("settle.lua"))
         self._committed = asyncio.Condition()  # notified after every acknowledged batch
@@ -217,6 +219,7 @@ class BatchWriter:
         store) is split in halves until the refused entry is alone; that entry goes to the
         dead-letter stream, so one bad row never blocks the writer.
         """
+        started = time.perf_counter()
         batch = _Batch.from_entries(entries)
         rows = batch.row_count / len(entries)
         self._rows_per_entry = 0.5 * self._rows_per_entry + 0.5 * max(rows, 1.0)
@@ -237,6 +240,8 @@ class BatchWriter:
             )
         await self._acknowledge(entries, batch, result.sessions)
         self.rows_written += result.rows_inserted
+        if self._on_batch is not None:
+            self._on_batch(result.rows_inserted, time.perf_counter() - started)
         await self._notify()
         return result
 

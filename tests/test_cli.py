@@ -373,3 +373,15 @@ async def test_two_gateway_processes_share_live_events(
                 if frame["type"] == "message":
                     seen.append(frame["message"]["content"])
     assert seen == ["one", "two"]
+
+
+async def test_serve_logs_json_lines(workdir: Path) -> None:
+    """`serve --log-format json` writes every log line, uvicorn's included, as one JSON
+    object with time, level, logger and message."""
+    async with serving(workdir, "--log-format", "json") as serve:
+        lines = [line for line in serve.lines if line.strip()]
+    assert lines
+    records = [json.loads(line) for line in lines]
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert any(r["logger"].startswith("uvicorn") for r in records)
+    assert any("starting embedded PostgreSQL" in r["message"] for r in records)

@@ -1,0 +1,77 @@
+"""Operations endpoints: readiness with its reasons, Prometheus metrics."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import httpx
+
+from gateway.settings import Settings
+from tests.conftest import RunningGateway, drained, request, run_gateway, send
+
+
+async def test_readyz_is_ready_with_its_checks(
+    gateway: RunningGateway, http: httpx.AsyncClient
+) -> None:
+    """With PostgreSQL, Redis and a writer keeping up, /readyz is 200 and says why."""
+    response = await http.get("/readyz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ready"
+    assert body["checks"]["postgres"] == "ok" and body["checks"]["redis"] == "ok"
+    assert body["checks"]["writer_lag_s"] >= 0
+    assert (await http.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_readyz_is_503_when_the_writer_lags(settings: Settings) -> None:
+    """With no writer and a lag bound of zero, a buffered message makes /readyz 503 with the
+    reason."""
+    lagging = replace(settings, run_writer=False, ready_max_writer_lag_s=0.0)
+    async with run_gateway(lagging) as running, running.connect() as ws:
+        await request(ws, {"type": "message", "port": 9500, "content": "waiting"})
+        async with httpx.AsyncClient(base_url=running.http_url) as http:
+            response = await http.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unready" and "writer lag" in body["reason"]
+    assert body["checks"]["writer_lag_s"] > 0
+
+
+def _sample(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample in the Prometheus text exposition."""
+    wanted = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {wanted} in:\n{text}")
+
+
+async def test_metrics_count_frames_acks_errors_and_writes(settings: Settings) -> None:
+    """/metrics counts frames in and out by type, acks, errors by code, writer batches and
+    rows, slow queries, and reports connections, the buffer and the pool."""
+    slow_everything = replace(settings, slow_query_s=0.0)
+    async with run_gateway(slow_everything) as running, running.connect() as ws:
+        for i in range(3):
+            await request(ws, {"type": "message", "port": 9501, "content": f"m{i}"})
+        await request(ws, {"type": "message", "port": 0, "content": "bad"})
+        await send(ws, {"type": "ping"})
+        await ws.recv()
+        await drained(running)
+        async with httpx.AsyncClient(base_url=running.http_url) as http:
+            response = await http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert _sample(text, "gateway_frames_in_total", 'type="message"') == 4 - 1
+    assert _sample(text, "gateway_frames_in_total", 'type="invalid"') == 1
+    assert _sample(text, "gateway_frames_out_total", 'type="ack"') == 3
+    assert _sample(text, "gateway_frames_out_total", 'type="pong"') == 1
+    assert _sample(text, "gateway_acks_total", 'durability="buffered"') == 3
+    assert _sample(text, "gateway_errors_total", 'code="bad_request"') == 1
+    assert _sample(text, "gateway_writer_rows_written_total") == 3
+    assert _sample(text, "gateway_writer_batch_rows_count") >= 1
+    assert _sample(text, "gateway_writer_flush_seconds_count") >= 1
+    assert _sample(text, "gateway_db_slow_queries_total") > 0
+    assert _sample(text, "gateway_connections") == 1
+    assert _sample(text, "gateway_buffer_entries") == 0
+    assert 0 <= _sample(text, "gateway_db_pool_in_use") <= slow_everything.database_pool_size
