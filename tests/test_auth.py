@@ -102,6 +102,37 @@ async def test_users_never_see_each_others_sessions(settings: Settings) -> None:
         assert anonymous.json()["error"]["code"] == "unauthorized"
 
 
+async def test_other_users_sessions_cannot_be_changed_or_listed(settings: Settings) -> None:
+    """Bob's GET, PATCH and DELETE of Alice's session are 404 and change nothing; his lists,
+    ports and stats show none of her data."""
+    async with run_gateway(replace(settings, auth_secret=SECRET)) as running:
+        alice = {"Authorization": f"Bearer {issue_token(SECRET, 'alice2', 60)}"}
+        bob = {"Authorization": f"Bearer {issue_token(SECRET, 'bob2', 60)}"}
+        async with running.connect(additional_headers=alice) as ws:
+            ack = await request(ws, {"type": "message", "port": 9224, "content": "hers"})
+        path = f"/api/sessions/{ack['session_id']}"
+        async with httpx.AsyncClient(base_url=running.http_url) as http:
+            answers = [
+                await http.get(path, headers=bob),
+                await http.patch(path, json={"title": "mine now"}, headers=bob),
+                await http.delete(path, headers=bob),
+            ]
+            lists = [
+                (await http.get(url, headers=bob)).json()
+                for url in ("/api/sessions", "/api/ports", "/api/ports/9224/messages")
+            ]
+            stats_body = (await http.get("/api/stats", headers=bob)).json()
+            still = (await http.get(path, headers=alice)).json()
+    assert [a.status_code for a in answers] == [404, 404, 404]
+    assert lists == [
+        {"sessions": [], "next_cursor": None},
+        {"ports": []},
+        {"port": 9224, "messages": []},
+    ]
+    assert stats_body == {"sessions": {"active": 0, "archived": 0, "total": 0}, "messages": 0}
+    assert still["title"] is None and still["status"] == "active"
+
+
 async def test_token_command_prints_a_verifiable_token() -> None:
     """`chat-gateway token --user U --ttl 1h` prints a token the gateway accepts for U."""
     script = Path(sys.executable).parent / "chat-gateway"
