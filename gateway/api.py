@@ -10,7 +10,7 @@ import asyncio
 import base64
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -28,6 +28,7 @@ from storage import sessions, stats
 from storage.messages import port_messages, session_messages
 
 MAX_PAGE = 1000
+MAX_SEQ = 2**63 - 1  # seq is a bigint
 _READY_TIMEOUT_S = 2.0
 
 
@@ -136,8 +137,8 @@ async def list_messages(request: Request) -> Response:
     gateway = _gateway(request)
     user_id = _user(request)
     session_id = session_id_or_none(request.path_params["session_id"])
-    after_seq = _int_param(request, "after_seq", low=0)
-    before_seq = _int_param(request, "before_seq", low=1)
+    after_seq = _int_param(request, "after_seq", low=0, high=MAX_SEQ)
+    before_seq = _int_param(request, "before_seq", low=1, high=MAX_SEQ)
     limit = _int_param(request, "limit", low=1, high=MAX_PAGE) or 100
     async with gateway.pool.acquire() as conn:
         session = (
@@ -195,7 +196,7 @@ async def list_port_messages(request: Request) -> Response:
 
 def _path_port(request: Request) -> int:
     raw = request.path_params["port"]
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 65535:
         raise BadRequest("port must be an integer from 1 to 65535")
     return int(raw)
 
@@ -215,8 +216,10 @@ async def list_session_page(request: Request) -> Response:
         raise BadRequest("pinned must be true or false")
     pinned = None if pinned_raw is None else pinned_raw == "true"
     title_contains = request.query_params.get("q") or None
-    if title_contains is not None and len(title_contains) > MAX_TITLE_CHARS:
-        raise BadRequest(f"q must be at most {MAX_TITLE_CHARS} characters")
+    if title_contains is not None and (
+        len(title_contains) > MAX_TITLE_CHARS or "\0" in title_contains
+    ):
+        raise BadRequest(f"q must be at most {MAX_TITLE_CHARS} characters, without NUL")
     async with gateway.pool.acquire() as conn:
         page, next_key = await sessions.list_sessions(
             conn,
@@ -355,8 +358,11 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, _, session_id = raw.partition("|")
-        return datetime.fromisoformat(stamp), uuid.UUID(session_id)
-    except ValueError:
+        when = datetime.fromisoformat(stamp)
+        if when.tzinfo is None:
+            raise ValueError("no time zone")
+        return when.astimezone(UTC), uuid.UUID(session_id)
+    except (ValueError, OverflowError):
         raise BadRequest("cursor is not one this API gave out") from None
 
 

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from gateway import api, ui_routes
+from gateway import api, openapi, search_api, ui_routes
 from gateway.auth import authenticate
 from gateway.connection import ConnectionRegistry, serve_connection
 from gateway.context import Gateway
@@ -35,6 +35,7 @@ from gateway.server import install_log_filters, tune_gc
 from gateway.settings import Settings
 from storage.buffer import IngestBuffer
 from storage.db import create_pool
+from storage.indexer import Indexer
 from storage.keys import Keys
 from storage.writer import BatchWriter, WriterConfig
 
@@ -53,7 +54,13 @@ def create_app(settings: Settings) -> Starlette:
             yield
 
     return Starlette(
-        routes=[*api.routes, WebSocketRoute("/ws", websocket_endpoint), *ui_routes.routes],
+        routes=[
+            *api.routes,
+            *search_api.routes,
+            *openapi.routes,
+            WebSocketRoute("/ws", websocket_endpoint),
+            *ui_routes.routes,
+        ],
         lifespan=lifespan,
         exception_handlers={
             GatewayError: api.gateway_error,
@@ -109,9 +116,13 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             if settings.run_writer
             else None
         )
+        # Search indexing runs off the ingest path, beside the writer (docs/search.md).
+        indexer = Indexer(pool, redis, keys) if settings.run_writer else None
         async with contextlib.AsyncExitStack() as stack:
             if writer is not None:
                 await stack.enter_async_context(writer.running())
+            if indexer is not None:
+                await stack.enter_async_context(indexer.running())
             await stack.enter_async_context(hub.running())
             await stack.enter_async_context(waiter.running())
             await stack.enter_async_context(buffer.running())
@@ -129,6 +140,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 LiveContext(hub, pool, redis, keys),
                 presence,
                 metrics,
+                indexer,
             )
     finally:
         await redis.aclose()

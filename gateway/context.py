@@ -15,6 +15,7 @@ from gateway.metrics import Metrics
 from gateway.presence import Presence
 from gateway.protocol import Limits
 from gateway.settings import Settings
+from storage.indexer import Indexer
 from storage.keys import Keys
 from storage.writer import BatchWriter
 
@@ -33,3 +34,4 @@ class Gateway:
     live: LiveContext
     presence: Presence
     metrics: Metrics
+    indexer: Indexer | None  # runs where the writer runs

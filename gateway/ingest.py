@@ -114,7 +114,7 @@ class Ingestor:
             )
         await self.buffer.init_state(new.id)
         await self.buffer.set_active(user_id, port, new.id)
-        await self.announce(user_id, [("archived", old), ("created", new)])
+        await self.announce(user_id, [("archived", old), ("created", new)], activated=new)
         return old, new
 
     async def change_session(
@@ -131,7 +131,10 @@ class Ingestor:
         elif change.status == "active":
             await self.buffer.set_active(user_id, session.port, session.id)
         event = "archived" if change.status == "archived" else "updated"
-        await self.announce(user_id, [("archived", displaced), (event, session)])
+        activated = session if change.status == "active" else None
+        await self.announce(
+            user_id, [("archived", displaced), (event, session)], activated=activated
+        )
         return session
 
     async def delete_session(self, user_id: str, session_id: uuid.UUID) -> bool:
@@ -145,14 +148,20 @@ class Ingestor:
         return True
 
     async def announce(
-        self, user_id: str, events: list[tuple[str, sessions.Session | None]]
+        self,
+        user_id: str,
+        events: list[tuple[str, sessions.Session | None]],
+        *,
+        activated: sessions.Session | None = None,
     ) -> None:
-        """Publish session events, in order, to the user's session-list and port feeds."""
+        """Publish session events, in order, to the user's session-list and port feeds;
+        `activated` is the session these events made its port's active one, if any."""
         channel = self.keys.user_channel(user_id)
         pipe = self.redis.pipeline(transaction=True)
         for event, session in events:
             if session is not None:
-                pipe.publish(channel, sessions.session_event(event, session))
+                payload = sessions.session_event(event, session, activated=session is activated)
+                pipe.publish(channel, payload)
         await pipe.execute()
 
 

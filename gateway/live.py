@@ -64,7 +64,7 @@ class UserEvent:
     port: int
     event: str | None  # created, updated, archived, deleted; None for presence
     session_id: str | None
-    status: str | None
+    activated: bool  # the event made the session its port's active one
     text: str  # the `session` or `presence` frame
 
 
@@ -84,10 +84,11 @@ def decode_user_event(data: bytes) -> UserEvent:
     if "presence" in payload:
         presence = payload["presence"]
         text = orjson.dumps({"type": "presence", **presence}).decode()
-        return UserEvent(presence["port"], None, None, None, text)
+        return UserEvent(presence["port"], None, None, False, text)
     session = payload["session"]
     text = '{"type":"session",' + data.decode()[1:]
-    return UserEvent(session["port"], payload["event"], session["id"], session["status"], text)
+    activated = payload.get("activated", False)
+    return UserEvent(session["port"], payload["event"], session["id"], activated, text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,11 +338,13 @@ class PortFeed:
             return
         current = self.feed.session_id if self.feed else None
         # Another session became the port's active one (created, or unarchived): follow it.
-        switch = event.status == "active" and event.session_id != current
+        # Only `activated` events say so: a late counter update of the old session also says
+        # status active, and must not pull the subscription back.
+        switch = event.activated and event.session_id != current
         if event.event == "updated" and not switch:
             return  # counters and renames are for session-list subscribers
         self._owner.push(event.text)
-        if switch and event.event in ("created", "updated"):
+        if switch:
             assert event.session_id is not None
             self._owner.later(self._switcher(event.session_id))
 

@@ -217,7 +217,7 @@ class IngestBuffer:
             await self.init_state(session.id)
             await self._redis.publish(
                 self._keys.user_channel(request.user_id),
-                sessions.session_event("created", session),
+                sessions.session_event("created", session, activated=True),
             )
         # NX: a rotation that already wrote a newer session id must win over this lookup.
         await self._redis.set(active_key, str(session.id), nx=True)

@@ -58,11 +58,14 @@ def session_from(record: asyncpg.Record) -> Session:
     return Session(**dict(record))
 
 
-def session_event(event: str, session: Session) -> bytes:
-    """A session event as published on the user's channel (see `Keys.user_channel`)."""
-    return orjson.dumps(
-        {"event": event, "session": session.to_json()}, default=str, option=orjson.OPT_UTC_Z
-    )
+def session_event(event: str, session: Session, *, activated: bool = False) -> bytes:
+    """A session event as published on the user's channel (see `Keys.user_channel`).
+    `activated` marks the events that made the session its port's active one (a first
+    session, a rotation, an unarchive): port subscriptions follow those, and only those."""
+    payload: dict[str, Any] = {"event": event, "session": session.to_json()}
+    if activated:
+        payload["activated"] = True
+    return orjson.dumps(payload, default=str, option=orjson.OPT_UTC_Z)
 
 
 async def find_or_create_active(

@@ -156,7 +156,10 @@ class RunningGateway:
 async def run_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
     """A real uvicorn serving the gateway app on an ephemeral loopback port, in this loop."""
     app = create_app(settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP given explicitly: asyncio sets TCP_NODELAY on accepted connections only
+    # when the listening socket says it is TCP; without it every keep-alive HTTP answer
+    # waited ~40 ms on Nagle and delayed ACKs.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import uuid
 from typing import Any
 
 import httpx
@@ -200,3 +202,26 @@ async def test_port_messages_span_sessions_newest_first(
     assert len({m["session_id"] for m in body["messages"]}) == 2
     assert [m["content"] for m in other["messages"]] == []  # its only session was deleted
     assert bad.status_code == 400
+
+
+async def test_hostile_parameters_are_400_not_500(
+    gateway: RunningGateway, http: httpx.AsyncClient
+) -> None:
+    """Parameters that once reached PostgreSQL and failed there are refused up front: a seq
+    past bigint, a NUL in q, a non-ASCII digit as port, a cursor out of the date range."""
+    async with gateway.connect() as ide:
+        sid = (await request(ide, {"type": "message", "port": 9340, "content": "x"}))["session_id"]
+    cursor = base64.urlsafe_b64encode(
+        f"9999-12-31T23:59:59-05:00|{uuid.uuid4()}".encode()
+    ).decode()
+    naive = base64.urlsafe_b64encode(f"2026-01-01T00:00:00|{uuid.uuid4()}".encode()).decode()
+    answers = [
+        await http.get(f"/api/sessions/{sid}/messages", params={"after_seq": str(2**64)}),
+        await http.get(f"/api/sessions/{sid}/messages", params={"before_seq": str(2**63)}),
+        await http.get("/api/sessions", params={"q": "a\x00b"}),
+        await http.get("/api/ports/%C2%B2/messages"),
+        await http.get("/api/sessions", params={"cursor": cursor}),
+        await http.get("/api/sessions", params={"cursor": naive}),
+    ]
+    assert [a.status_code for a in answers] == [400] * 6
+    assert {a.json()["error"]["code"] for a in answers} == {"bad_request"}

@@ -1,0 +1,387 @@
+"""What full-text search costs ingest, per design, and how fast the chosen one searches.
+
+    python -m bench.search_ingest [--rows 1000000] [--users 1] [--repeat 30]
+
+All sections use the same generated chat rows (a Zipf vocabulary of 30,000 words, lengths
+log-normal with a median of about 150 characters, capped at 8 KiB; one in ten messages is
+code-like, with dotted and underscored identifiers), in sessions of `--users` users (1: local
+single-user mode, where every row is the searching user's, the worst case for the filter).
+
+1. COPY ingest into `messages`, batches of 5,000 rows (the writer's target), one transaction
+   each, into a fresh database per design: today's schema (which design (b) leaves as it is),
+   (a) a generated tsvector column (`search_document(content)`) without and with its GIN
+   index, (c) a pg_trgm GIN index on `content`.
+2. Design (b): the indexer draining the index stream filled as the writer fills it (one entry
+   of 5,000 keys per batch) for all the rows of (1).
+3. Ingest and indexer at once, as in `serve`: COPY batches, each followed by its index-stream
+   entry, with the indexer running in the same event loop; unpaced (how much the indexer
+   slows COPY, and its backlog when the burst ends), then paced at `--paced-rate` rows/s in
+   writer-sized batches every 50 ms (how far search lags behind the commit).
+4. Search latency through `storage.search.search` (the handler minus HTTP) on the indexed
+   table, per typical query, `--repeat` runs each after one warm-up run.
+5. Catch-up: indexing every row of an emptied index with `catch_up`, then a pass over the
+   fully indexed table (what a needless catch-up costs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+
+from bench.harness import Timer, fresh_database, machine, servers
+from storage.db import Connection, create_pool
+from storage.indexer import Indexer, catch_up
+from storage.keys import Keys
+from storage.search import search
+from storage.writer import COLUMNS
+
+VOCABULARY = 30_000
+SESSIONS_PER_USER = 200
+PORTS = 20
+BATCH = 5_000  # the writer's target batch (WriterConfig.batch_rows)
+
+DESIGNS: dict[str, list[str]] = {
+    "none (today; design b)": [],
+    "(a) generated tsvector column, no index": [
+        "ALTER TABLE messages ADD COLUMN tsv tsvector"
+        " GENERATED ALWAYS AS (search_document(content)) STORED"
+    ],
+    "(a) generated tsvector column + GIN": [
+        "ALTER TABLE messages ADD COLUMN tsv tsvector"
+        " GENERATED ALWAYS AS (search_document(content)) STORED",
+        "CREATE INDEX messages_tsv ON messages USING gin (tsv)",
+    ],
+    "(c) pg_trgm GIN on content": [
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+        "CREATE INDEX messages_trgm ON messages USING gin (content gin_trgm_ops)",
+    ],
+}
+
+
+def word(rank: int) -> str:
+    """The vocabulary's word of this frequency rank (0 the most common): pronounceable,
+    distinct, 2 to 4 syllables."""
+    consonants, vowels = "bdfgklmnprstvz", "aeiou"
+    syllables = [c + v for c in consonants for v in vowels]  # 70
+    parts = []
+    n = rank + 70  # at least two syllables
+    while n:
+        n, digit = divmod(n, len(syllables))
+        parts.append(syllables[digit])
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    rows: list[tuple[Any, ...]]  # COPY records in COLUMNS order
+    sessions: list[tuple[uuid.UUID, str, int]]  # (id, user, port)
+
+
+def make_corpus(n: int, users: int, seed: int = 7) -> Corpus:
+    rng = random.Random(seed)
+    words = [word(r) for r in range(VOCABULARY)]
+    cumulative = list(itertools.accumulate(1 / (r + 1) for r in range(VOCABULARY)))
+    sessions = [
+        (uuid.UUID(int=rng.getrandbits(128)), f"user{u}", 9222 + s % PORTS)
+        for u in range(users)
+        for s in range(SESSIONS_PER_USER)
+    ]
+    next_seq = dict.fromkeys((s[0] for s in sessions), 0)
+    start = datetime(2026, 10, 24, tzinfo=UTC)
+    step = timedelta(days=30) / n
+    rows = []
+    for i in range(n):
+        session_id, user, port = sessions[rng.randrange(len(sessions))]
+        next_seq[session_id] += 1
+        length = min(int(rng.lognormvariate(5.0, 1.1)) + 1, 8192)
+        count = max(1, length // 7)
+        drawn = rng.choices(words, cum_weights=cumulative, k=count)
+        if i % 10 == 0:  # code-like: dotted calls and snake_case names
+            content = " ".join(
+                f"self.{a}_{b}({c})" if j % 3 == 0 else a
+                for j, (a, b, c) in enumerate(
+                    zip(drawn, drawn[1:] + drawn[:1], drawn[::-1], strict=True)
+                )
+            )
+        else:
+            content = " ".join(drawn)
+        created = start + step * i
+        rows.append(
+            (
+                str(session_id),
+                next_seq[session_id],
+                str(uuid.UUID(int=rng.getrandbits(128))),
+                user,
+                port,
+                None,
+                str(uuid.UUID(int=rng.getrandbits(128))),
+                "user" if i % 2 else "assistant",
+                content[:8192],
+                "markdown",
+                "ide_extraction",
+                None,
+                created,
+                None,
+                "{}",
+            )
+        )
+    return Corpus(rows, sessions)
+
+
+async def prepare(conn: Connection, corpus: Corpus, ddl: Sequence[str]) -> None:
+    await conn.executemany(
+        "INSERT INTO sessions (id, user_id, port, ide_type, status)"
+        " VALUES ($1, $2, $3, 'cursor', 'archived')",
+        corpus.sessions,
+    )
+    for statement in ddl:
+        await conn.execute(statement)
+
+
+async def copy_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> float:
+    with Timer() as timer:
+        for start in range(0, len(rows), BATCH):
+            async with conn.transaction():
+                await conn.copy_records_to_table(
+                    "messages", records=rows[start : start + BATCH], columns=COLUMNS
+                )
+    return timer.seconds
+
+
+def index_entry(rows: Sequence[tuple[Any, ...]]) -> dict[str, bytes]:
+    """The writer's index-stream entry for these committed rows."""
+    return {"k": orjson.dumps([[r[0], r[1]] for r in rows])}
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def section_copy(server_url: str, corpus: Corpus) -> dict[str, float]:
+    rates: dict[str, float] = {}
+    for name, ddl in DESIGNS.items():
+        async with fresh_database(server_url) as url:
+            conn = await asyncpg.connect(url)
+            try:
+                await prepare(conn, corpus, ddl)
+                seconds = await copy_rows(conn, corpus.rows)
+            finally:
+                await conn.close()
+        rates[name] = len(corpus.rows) / seconds
+        print(f"  {name:<42} {rates[name]:>9,.0f} rows/s ({seconds:.1f} s)")
+        sys.stdout.flush()
+    return rates
+
+
+async def section_indexer(url: str, redis_url: str, corpus: Corpus) -> float:
+    keys = Keys(f"bench-search-{uuid.uuid4().hex[:6]}:")
+    pool = await create_pool(url, size=4)
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        async with pool.acquire() as conn:
+            await prepare(conn, corpus, [])
+            await copy_rows(conn, corpus.rows)
+            await conn.execute("VACUUM ANALYZE messages")
+        indexer = Indexer(pool, redis, keys)
+        await indexer.ensure_group()
+        await redis.delete(f"{keys.index_stream}:catch-up")  # the rows all have entries
+        for start in range(0, len(corpus.rows), BATCH):
+            await redis.xadd(keys.index_stream, index_entry(corpus.rows[start : start + BATCH]))  # type: ignore[arg-type]
+        with Timer() as timer:
+            await indexer.drain()
+        assert indexer.rows_indexed == len(corpus.rows), indexer.rows_indexed
+        async with pool.acquire() as conn:
+            await conn.execute("VACUUM ANALYZE message_search")
+    finally:
+        await redis.delete(keys.index_stream)
+        await redis.aclose()
+        await pool.close()
+    rate = len(corpus.rows) / timer.seconds
+    print(f"  indexer: {rate:,.0f} rows/s ({timer.seconds:.1f} s for {len(corpus.rows):,} rows)")
+    return rate
+
+
+async def section_concurrent(
+    server_url: str, redis_url: str, corpus: Corpus, paced_rate: int, paced_rows: int
+) -> None:
+    async with fresh_database(server_url) as url:
+        keys = Keys(f"bench-search-{uuid.uuid4().hex[:6]}:")
+        pool = await create_pool(url, size=4)
+        redis = aioredis.Redis.from_url(redis_url)
+        lags: list[float] = []
+        try:
+            async with pool.acquire() as conn:
+                await prepare(conn, corpus, [])
+            indexer = Indexer(pool, redis, keys, on_batch=lambda rows, lag: lags.append(lag))
+            await indexer.ensure_group()
+            await redis.delete(f"{keys.index_stream}:catch-up")
+            async with indexer.running(), pool.acquire() as conn:
+                rows = corpus.rows[: len(corpus.rows) - paced_rows]
+                with Timer() as burst:
+                    for start in range(0, len(rows), BATCH):
+                        batch = rows[start : start + BATCH]
+                        async with conn.transaction():
+                            await conn.copy_records_to_table(
+                                "messages", records=batch, columns=COLUMNS
+                            )
+                        await redis.xadd(keys.index_stream, index_entry(batch))  # type: ignore[arg-type]
+                behind = await indexer.backlog() * BATCH
+                with Timer() as settle:
+                    await indexer.wait_idle()
+                print(
+                    f"  unpaced: COPY {len(rows) / burst.seconds:,.0f} rows/s with the indexer"
+                    f" running ({burst.seconds:.1f} s); backlog at the end about"
+                    f" {behind:,} rows, indexed {settle.seconds:.1f} s later;"
+                    f" lag p50 {percentile(lags, 50):.2f} s, max {max(lags):.2f} s"
+                )
+                lags.clear()
+                paced = corpus.rows[len(rows) :]
+                per_tick = max(1, paced_rate // 20)
+                t0 = time.monotonic()
+                for tick, start in enumerate(range(0, len(paced), per_tick)):
+                    await asyncio.sleep(max(0.0, t0 + tick / 20 - time.monotonic()))
+                    batch = paced[start : start + per_tick]
+                    async with conn.transaction():
+                        await conn.copy_records_to_table("messages", records=batch, columns=COLUMNS)
+                    await redis.xadd(keys.index_stream, index_entry(batch))  # type: ignore[arg-type]
+                await indexer.wait_idle()
+                print(
+                    f"  paced at {paced_rate:,} rows/s ({len(paced):,} rows, {per_tick} per"
+                    f" 50 ms): search lags the commit by p50 {percentile(lags, 50) * 1000:.0f}"
+                    f" ms, p99 {percentile(lags, 99) * 1000:.0f} ms,"
+                    f" max {max(lags) * 1000:.0f} ms"
+                )
+        finally:
+            await redis.delete(keys.index_stream)
+            await redis.aclose()
+            await pool.close()
+
+
+def queries() -> list[tuple[str, str]]:
+    """(what, q): typical queries, by the frequency rank of their words."""
+    w = word
+    return [
+        ("very common word (rank 3)", w(3)),
+        ("common word (rank 30)", w(30)),
+        ("mid word (rank 300)", w(300)),
+        ("rare word (rank 3,000)", w(3000)),
+        ("very rare word (rank 25,000)", w(25000)),
+        ("two words (ranks 20, 200)", f"{w(20)} {w(200)}"),
+        ("three words (ranks 10, 100, 1,000)", f"{w(10)} {w(100)} {w(1000)}"),
+        ('phrase of two common words "a b"', f'"{w(1)} {w(2)}"'),
+        ("identifier (self.w0_w1)", f"self.{w(0)}_{w(1)}"),
+        ("or (ranks 500, 600)", f"{w(500)} or {w(600)}"),
+        ("negation (rank 50 -rank 5)", f"{w(50)} -{w(5)}"),
+        ("no match", "zzzzqqq"),
+    ]
+
+
+async def section_search(url: str, repeat: int, port_filter: bool) -> None:
+    pool = await create_pool(url, size=2)
+    try:
+        async with pool.acquire() as conn:
+            print("  | query | matches | p50 | p99 |")
+            print("  |---|---|---|---|")
+            for what, q in queries():
+                matches = await conn.fetchval(
+                    "SELECT count(*) FROM message_search"
+                    " WHERE user_id = 'user0' AND tsv @@ search_query($1)",
+                    q,
+                )
+                port = 9222 if port_filter else None
+                await search(conn, "user0", q, port=port, limit=20)  # warm-up
+                samples = []
+                for _ in range(repeat):
+                    t = time.perf_counter()
+                    await search(conn, "user0", q, port=port, limit=20)
+                    samples.append((time.perf_counter() - t) * 1000)
+                print(
+                    f"  | {what}: `{q}` | {matches:,} | {statistics.median(samples):.1f} ms"
+                    f" | {percentile(samples, 99):.1f} ms |"
+                )
+                sys.stdout.flush()
+    finally:
+        await pool.close()
+
+
+async def section_catch_up(url: str, n: int) -> None:
+    pool = await create_pool(url, size=2)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("TRUNCATE message_search")
+        with Timer() as full:
+            indexed = await catch_up(pool)
+        assert indexed == n, indexed
+        with Timer() as again:
+            none = await catch_up(pool)
+        assert none == 0, none
+    finally:
+        await pool.close()
+    print(
+        f"  catch-up of an empty index: {n / full.seconds:,.0f} rows/s ({full.seconds:.1f} s);"
+        f" a pass over the fully indexed table: {again.seconds:.1f} s"
+    )
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    print(f"# search indexing, {args.rows:,} rows, {args.users} user(s); {machine()}")
+    with Timer() as gen:
+        corpus = make_corpus(args.rows, args.users)
+    print(f"(corpus generated in {gen.seconds:.0f} s)")
+    with servers() as (server_url, redis_url):
+        if "copy" in args.sections:
+            print("## 1. COPY ingest into messages, per design")
+            await section_copy(server_url, corpus)
+        if {"indexer", "search", "catch-up"} & set(args.sections):
+            async with fresh_database(server_url) as url:
+                print("## 2. design (b): indexer throughput")
+                await section_indexer(url, redis_url, corpus)
+                if "search" in args.sections:
+                    print("## 4. search latency, limit 20")
+                    await section_search(url, args.repeat, port_filter=False)
+                    print("## 4b. the same with a port filter (port=9222)")
+                    await section_search(url, args.repeat, port_filter=True)
+                if "catch-up" in args.sections:
+                    print("## 5. catch-up")
+                    await section_catch_up(url, len(corpus.rows))
+        if "concurrent" in args.sections:
+            print("## 3. ingest with the indexer running")
+            await section_concurrent(
+                server_url, redis_url, corpus, args.paced_rate, args.paced_rows
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--paced-rate", type=int, default=10_000)
+    parser.add_argument("--paced-rows", type=int, default=200_000)
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["copy", "indexer", "search", "catch-up", "concurrent"],
+        choices=["copy", "indexer", "search", "catch-up", "concurrent"],
+    )
+    args = parser.parse_args()
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,533 @@
+"""The HTTP API's OpenAPI 3.1 document, written by hand and served at `GET /openapi.json`.
+
+Hand-written rather than derived from the handlers: the handlers validate by hand too, and a
+document that states the bounds, enums and nullable fields explicitly is one a fuzzer
+(`tests/test_openapi.py`) can hold the API to. Enums and limits come from the handlers'
+constants where they have them; the test fails when the app serves a route this document
+does not describe, or answers with a status or body it does not allow.
+
+The WebSocket endpoint `/ws` is not here (OpenAPI cannot describe it): `docs/protocol.md` is
+its reference. Neither are the UI's static files under `/ui/`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.api import MAX_PAGE, MAX_SEQ
+from gateway.connection import VERSION
+from gateway.errors import ErrorCode
+from gateway.protocol import CONTENT_TYPES, MAX_CLIENT_ID_CHARS, MAX_TITLE_CHARS, ROLES, SOURCES
+
+JSON = "application/json"
+MAX_PORT = 65535
+# Bounds the handlers write inline (there are no constants to import for them yet).
+MAX_SESSIONS_PAGE = 200
+DEFAULT_SESSIONS_PAGE = 50
+DEFAULT_MESSAGES_PAGE = 100
+# As in gateway/search_api.py.
+MAX_SEARCH_QUERY_CHARS = 1000
+MAX_SEARCH_RESULTS = 100
+DEFAULT_SEARCH_RESULTS = 20
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _object(
+    properties: dict[str, Schema], *, closed: bool = True, optional: tuple[str, ...] = ()
+) -> Schema:
+    """An object with these properties, all required but `optional`; `closed` forbids others
+    (only where the handler's output is known field by field)."""
+    schema: Schema = {
+        "type": "object",
+        "properties": properties,
+        "required": [name for name in properties if name not in optional],
+    }
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def _json_body(schema: Schema, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _query(name: str, schema: Schema, description: str, *, required: bool = False) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _page_limit(maximum: int, default: int | None) -> Schema:
+    schema: Schema = {"type": "integer", "minimum": 1, "maximum": maximum}
+    if default is not None:
+        schema["default"] = default
+    return _query("limit", schema, f"At most this many, 1 to {maximum}.")
+
+
+PORT: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_PORT}
+UUID: Schema = {"type": "string", "format": "uuid"}
+TIME: Schema = {"type": "string", "format": "date-time"}
+TITLE: Schema = {"type": "string", "maxLength": MAX_TITLE_CHARS, "pattern": "^[^\\x00]*$"}
+
+_MESSAGE_PROPERTIES: dict[str, Schema] = {
+    "id": {**UUID, "description": "The server's id of the message (a UUIDv7)."},
+    "seq": {"type": "integer", "minimum": 1, "description": "Position in the session: 1, 2, …"},
+    "client_id": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_CLIENT_ID_CHARS}),
+    "role": {"enum": sorted(ROLES)},
+    "content": {"type": "string"},
+    "content_type": {"enum": sorted(CONTENT_TYPES)},
+    "source": {"enum": sorted(SOURCES)},
+    "timestamp": {**_nullable(TIME), "description": "The client's timestamp, in UTC."},
+    "created_at": TIME,
+    "edited_at": _nullable(TIME),
+    "metadata": {"type": "object", "description": "As the client sent it; `{}` if none."},
+}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": _object(
+        {
+            "error": _object(
+                {
+                    "code": {"enum": [code.value for code in ErrorCode]},
+                    "message": {"type": "string"},
+                }
+            )
+        }
+    ),
+    "Session": _object(
+        {
+            "id": UUID,
+            "port": PORT,
+            "ide_type": {"type": "string", "minLength": 1},
+            "title": _nullable({"type": "string", "maxLength": MAX_TITLE_CHARS}),
+            "status": {"enum": ["active", "archived"]},
+            "pinned": {"type": "boolean"},
+            "message_count": {"type": "integer", "minimum": 0},
+            "last_message_at": _nullable(TIME),
+            "created_at": TIME,
+            "updated_at": TIME,
+        }
+    ),
+    "SessionPage": _object(
+        {
+            "sessions": {"type": "array", "items": _ref("Session")},
+            "next_cursor": {
+                **_nullable({"type": "string", "minLength": 1}),
+                "description": "Pass back as `cursor` for the next page; null on the last page.",
+            },
+        }
+    ),
+    "NewSession": _object({"port": PORT, "title": _nullable(TITLE)}, optional=("title",)),
+    "SessionChange": _object(
+        {
+            "title": {**_nullable(TITLE), "description": "null clears the title."},
+            "pinned": {"type": "boolean"},
+            "status": {
+                "enum": ["active", "archived"],
+                "description": "`archived` leaves the port without an active session; `active`"
+                " makes this the port's active session and archives the one that was.",
+            },
+        },
+        optional=("title", "pinned", "status"),
+    ),
+    "Message": _object(_MESSAGE_PROPERTIES),
+    "PortMessage": _object({**_MESSAGE_PROPERTIES, "session_id": UUID}),
+    "MessagePage": _object(
+        {
+            "session_id": UUID,
+            "messages": {"type": "array", "items": _ref("Message")},
+            "has_more": {"type": "boolean", "description": "The page was cut at `limit`."},
+        }
+    ),
+    "PortMessages": _object(
+        {
+            "port": PORT,
+            "messages": {"type": "array", "items": _ref("PortMessage")},
+        }
+    ),
+    "Port": _object(
+        {
+            "port": PORT,
+            "ide_type": {"type": "string", "minLength": 1},
+            "online": {"type": "boolean", "description": "An IDE connection serves the port."},
+            "active_session": _nullable(_ref("Session")),
+            "last_activity_at": TIME,
+        }
+    ),
+    "PortList": _object({"ports": {"type": "array", "items": _ref("Port")}}),
+    "SearchResult": _object(
+        {
+            "session_id": UUID,
+            "port": PORT,
+            "seq": {"type": "integer", "minimum": 1},
+            "message_id": UUID,
+            "role": {"enum": sorted(ROLES)},
+            "created_at": TIME,
+            "snippet": {"type": "string", "description": "Plain text around the best matches."},
+            "highlights": {
+                "type": "array",
+                "description": "[start, end) code-point offsets of the matches in `snippet`.",
+                "items": {
+                    "type": "array",
+                    "prefixItems": [
+                        {"type": "integer", "minimum": 0},
+                        {"type": "integer", "minimum": 0},
+                    ],
+                    "items": False,
+                    "minItems": 2,
+                },
+            },
+            "rank": {"type": "number", "minimum": 0},
+        }
+    ),
+    "SearchResults": _object({"results": {"type": "array", "items": _ref("SearchResult")}}),
+    "Stats": _object(
+        {
+            "sessions": _object(
+                {
+                    "active": {"type": "integer", "minimum": 0},
+                    "archived": {"type": "integer", "minimum": 0},
+                    "total": {"type": "integer", "minimum": 0},
+                }
+            ),
+            "messages": {"type": "integer", "minimum": 0},
+        }
+    ),
+    "Health": _object({"status": {"const": "ok"}}),
+    "Ready": _object({"status": {"const": "ready"}, "checks": _ref("ReadyChecks")}),
+    "Unready": _object(
+        {
+            "status": {"const": "unready"},
+            "checks": _ref("ReadyChecks"),
+            "reason": {"type": "string", "description": "What is wrong, for people."},
+        }
+    ),
+    # Open: a new check is an addition, not a change, for monitoring that reads this.
+    "ReadyChecks": _object(
+        {
+            "postgres": {"enum": ["ok", "down"]},
+            "redis": {"enum": ["ok", "down"]},
+            "writer_lag_s": {
+                "type": "number",
+                "minimum": 0,
+                "description": "Age of the oldest unwritten ingest entry (absent if Redis is"
+                " down).",
+            },
+        },
+        closed=False,
+        optional=("writer_lag_s",),
+    ),
+}
+
+
+RESPONSES: dict[str, Schema] = {
+    "BadRequest": _json_body(_ref("Error"), "A parameter or the body is invalid."),
+    "Unauthorized": {
+        "description": "A token is required (or forged, or expired). Never in local mode.",
+        "headers": {
+            "WWW-Authenticate": {"required": True, "schema": {"const": "Bearer"}},
+        },
+        "content": {JSON: {"schema": _ref("Error")}},
+    },
+    "NotFound": _json_body(
+        _ref("Error"), "No such session, or another user's: the two are indistinguishable."
+    ),
+}
+
+
+def _answers(ok_status: str, ok: Schema, *errors: str) -> dict[str, Any]:
+    """An operation's responses: the success one and the shared error responses named."""
+    codes = {"BadRequest": "400", "Unauthorized": "401", "NotFound": "404"}
+    answers: dict[str, Any] = {ok_status: ok}
+    for name in errors:
+        answers[codes[name]] = {"$ref": f"#/components/responses/{name}"}
+    return answers
+
+
+SESSION_ID: Schema = {
+    "name": "session_id",
+    "in": "path",
+    "required": True,
+    "description": "A session id; anything that is not a uuid answers 404 like a missing one.",
+    "schema": UUID,
+}
+PUBLIC: list[Schema] = []  # operations anyone may call, in any mode
+
+
+def _paths() -> dict[str, Any]:
+    session_ok = _json_body(_ref("Session"), "The session.")
+    return {
+        "/": {
+            "get": {
+                "summary": "The web UI",
+                "operationId": "ui",
+                "security": PUBLIC,
+                "responses": {
+                    "200": {
+                        "description": "The single page (strict Content-Security-Policy).",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness: the process answers",
+                "operationId": "healthz",
+                "security": PUBLIC,
+                "responses": {"200": _json_body(_ref("Health"), "Alive.")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: PostgreSQL, Redis and the writer's lag",
+                "operationId": "readyz",
+                "security": PUBLIC,
+                "responses": {
+                    "200": _json_body(_ref("Ready"), "Ready to serve."),
+                    "503": _json_body(_ref("Unready"), "A dependency is down or lagging."),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "operationId": "metrics",
+                "security": PUBLIC,
+                "responses": {
+                    "200": {
+                        "description": "The Prometheus text exposition format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "security": PUBLIC,
+                "responses": {"200": _json_body({"type": "object"}, "OpenAPI 3.1.")},
+            }
+        },
+        "/api/ports": {
+            "get": {
+                "summary": "The ports the user has sessions on",
+                "operationId": "listPorts",
+                "responses": _answers(
+                    "200", _json_body(_ref("PortList"), "Ports by number."), "Unauthorized"
+                ),
+            }
+        },
+        "/api/ports/{port}/messages": {
+            "get": {
+                "summary": "A port's newest messages across its sessions, newest first",
+                "operationId": "listPortMessages",
+                "parameters": [
+                    {"name": "port", "in": "path", "required": True, "schema": PORT},
+                    _page_limit(MAX_PAGE, DEFAULT_MESSAGES_PAGE),
+                ],
+                "responses": _answers(
+                    "200",
+                    _json_body(_ref("PortMessages"), "Newest first."),
+                    "BadRequest",
+                    "Unauthorized",
+                ),
+            }
+        },
+        "/api/sessions": {
+            "get": {
+                "summary": "The user's sessions, newest activity first",
+                "operationId": "listSessions",
+                "parameters": [
+                    _query("port", PORT, "Only this port's sessions."),
+                    _query("status", {"enum": ["active", "archived"]}, "Only these."),
+                    _query("pinned", {"type": "boolean"}, "Only pinned (true) or unpinned."),
+                    _query(
+                        "q",
+                        {"type": "string", "maxLength": MAX_TITLE_CHARS},
+                        "A case-insensitive title substring, taken literally.",
+                    ),
+                    _page_limit(MAX_SESSIONS_PAGE, DEFAULT_SESSIONS_PAGE),
+                    _query("cursor", {"type": "string"}, "A `next_cursor` this API gave out."),
+                ],
+                "responses": _answers(
+                    "200",
+                    _json_body(_ref("SessionPage"), "One page."),
+                    "BadRequest",
+                    "Unauthorized",
+                ),
+            },
+            "post": {
+                "summary": "A new active session for the port (the old one is archived)",
+                "operationId": "createSession",
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("NewSession")}},
+                },
+                "responses": _answers(
+                    "201",
+                    _json_body(_ref("Session"), "The new active session."),
+                    "BadRequest",
+                    "Unauthorized",
+                ),
+            },
+        },
+        "/api/sessions/{session_id}": {
+            "parameters": [SESSION_ID],
+            "get": {
+                "summary": "One session",
+                "operationId": "getSession",
+                "responses": _answers("200", session_ok, "Unauthorized", "NotFound"),
+            },
+            "patch": {
+                "summary": "Rename, pin, archive or unarchive",
+                "operationId": "changeSession",
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("SessionChange")}},
+                },
+                "responses": _answers("200", session_ok, "BadRequest", "Unauthorized", "NotFound"),
+            },
+            "delete": {
+                "summary": "Soft delete: the session and its messages vanish from every read",
+                "operationId": "deleteSession",
+                "responses": _answers(
+                    "204", {"description": "Deleted."}, "Unauthorized", "NotFound"
+                ),
+            },
+        },
+        "/api/sessions/{session_id}/messages": {
+            "parameters": [SESSION_ID],
+            "get": {
+                "summary": "A session's messages in seq order",
+                "operationId": "listMessages",
+                "parameters": [
+                    _query(
+                        "after_seq",
+                        {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+                        "Messages after this seq (the default: from the start).",
+                    ),
+                    _query(
+                        "before_seq",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_SEQ},
+                        "Messages before this seq; alone, the page just before it.",
+                    ),
+                    _page_limit(MAX_PAGE, DEFAULT_MESSAGES_PAGE),
+                ],
+                "responses": _answers(
+                    "200",
+                    _json_body(_ref("MessagePage"), "Ascending seq order."),
+                    "BadRequest",
+                    "Unauthorized",
+                    "NotFound",
+                ),
+            },
+        },
+        "/api/search": {
+            "get": {
+                "summary": "Full-text search over the user's messages, ranked",
+                "operationId": "search",
+                "parameters": [
+                    _query(
+                        "q",
+                        {
+                            "type": "string",
+                            "maxLength": MAX_SEARCH_QUERY_CHARS,
+                            # Something besides whitespace, and no NUL.
+                            "pattern": "^[^\\x00]*[^\\s\\x00][^\\x00]*$",
+                        },
+                        'Words in websearch syntax (`"a phrase"`, `or`, `-not`).',
+                        required=True,
+                    ),
+                    _query("port", PORT, "Only this port's messages."),
+                    _page_limit(MAX_SEARCH_RESULTS, DEFAULT_SEARCH_RESULTS),
+                ],
+                "responses": _answers(
+                    "200",
+                    _json_body(_ref("SearchResults"), "Best match first."),
+                    "BadRequest",
+                    "Unauthorized",
+                ),
+            }
+        },
+        "/api/stats": {
+            "get": {
+                "summary": "Counts of sessions and messages, read in constant time",
+                "operationId": "stats",
+                "responses": _answers(
+                    "200", _json_body(_ref("Stats"), "The user's counts."), "Unauthorized"
+                ),
+            }
+        },
+    }
+
+
+def document() -> dict[str, Any]:
+    """A fresh copy of the document (callers such as schemathesis may mutate it)."""
+    doc: dict[str, Any] = orjson.loads(_encoded())
+    return doc
+
+
+@functools.cache
+def _encoded() -> bytes:
+    return orjson.dumps(
+        {
+            "openapi": "3.1.0",
+            "info": {
+                "title": "chat-gateway",
+                "version": VERSION,
+                "description": 'The HTTP API. Errors are `{"error": {"code", "message"}}`'
+                " with the matching status; times are RFC 3339 in UTC. The WebSocket protocol"
+                " at `/ws` is described in docs/protocol.md.",
+            },
+            "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
+            # A bearer header or a `token` query parameter; neither in local single-user mode
+            # (the empty requirement), where every request is the local user.
+            "security": [{"bearer": []}, {"token": []}, {}],
+            "paths": _paths(),
+            "components": {
+                "schemas": SCHEMAS,
+                "responses": RESPONSES,
+                "securitySchemes": {
+                    "bearer": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "A token from `chat-gateway token --user U`.",
+                    },
+                    "token": {
+                        "type": "apiKey",
+                        "in": "query",
+                        "name": "token",
+                        "description": "The same token, for clients that cannot set headers.",
+                    },
+                },
+            },
+        }
+    )
+
+
+async def openapi_json(request: Request) -> Response:
+    return Response(_encoded(), media_type=JSON)
+
+
+routes: list[BaseRoute] = [Route("/openapi.json", openapi_json, methods=["GET"])]

@@ -1,0 +1,408 @@
+"""The search indexer: fills `message_search` from the index stream, off the ingest hot path.
+
+After each commit the batch writer appends one entry to `Keys.index_stream` with the
+(session_id, seq) keys it wrote or edited. The indexer reads that stream through the `indexers`
+consumer group in large batches, (re)indexes the keys' committed rows with one
+`INSERT ... SELECT search_document(content) ... ON CONFLICT DO UPDATE` per batch, and
+acknowledges (and deletes) the entries only after the commit. So ingest never waits for
+indexing: the writer's only cost is one XADD in a pipeline it sends anyway, and search lags
+ingest by the indexer's backlog, which the contract allows.
+
+* **Crash before the commit or between commit and XACK:** the entries stay pending; the same
+  consumer re-reads them on restart, another claims them after `claim_idle_ms`. Indexing is
+  idempotent, and an older version never replaces a newer one (see storage/search.py).
+* **Lost entries:** the writer caps the stream (about 100k entries, minutes of traffic), so
+  an indexer that was down or far behind finds entries trimmed before it read them; and rows
+  written before the stream existed never had entries. Both are repaired by `catch_up`, a
+  keyset scan of `messages` that indexes every row missing from the index or indexed at an
+  older version. It runs in the background when the consumer group is first created, and
+  when the indexer sees that entries went missing unread: the stream has had more entries
+  added than the group has read plus those still in it (checked at start, every `check_s`,
+  and before each read while the indexer is behind, the only time the cap can bite), or a
+  pending entry was trimmed. A Redis key remembers that a catch-up is owed until one
+  finishes, so a restart in the middle does not forget it. Search then misses the lost rows
+  for as long as the scan takes (about a minute per million messages here).
+* **A row PostgreSQL refuses to index** (a tsvector over its 1 MB limit): the batch is split
+  until that row is alone; it is logged and skipped, and the rest is indexed.
+
+Run any number of indexers (one per `serve` process is the default); they share the work
+through the group, and `catch_up` runs in one of them at a time (an advisory lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from storage import search
+from storage.db import Connection
+from storage.keys import Keys
+
+log = logging.getLogger(__name__)
+
+INDEX_GROUP = "indexers"
+# Session-level advisory lock held by the one catch-up scan running: ASCII "chatsrch".
+CATCH_UP_LOCK = 0x63686174_73726368
+_FIRST_KEY = (uuid.UUID(int=0), 0)
+
+Entry = tuple[bytes, dict[bytes, bytes]]  # fields None: deleted while pending
+Key = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexerConfig:
+    # Keys aimed at per statement (one transaction). An entry holds one writer batch: 1 key
+    # when idle, up to the writer's 5,000 under load; a read takes as many entries as fit.
+    batch_rows: int = 20_000
+    batch_entries: int = 200  # most entries per read
+    block_ms: int = 100  # how long a read waits for entries (and so the idle lag)
+    claim_idle_ms: int = 30_000  # entries pending this long on another consumer are claimed
+    check_s: float = 15.0  # how often to claim stale entries and look for trimmed ones
+    catch_up_rows: int = 5_000  # messages scanned per catch-up statement
+
+
+class Indexer:
+    """One consumer of the `indexers` group; lives in `serve` next to the writer."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        keys: Keys,
+        config: IndexerConfig | None = None,
+        *,
+        consumer: str | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._redis = redis
+        self._keys = keys
+        self._config = config or IndexerConfig()
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.rows_indexed = 0
+        # Age of the oldest entry of the last batch when it was committed: how far search
+        # lagged behind the writer's commit. For metrics and the benchmark.
+        self.lag_s = 0.0
+        self._on_batch = on_batch  # (rows written, lag_s) after each batch, for metrics
+        self._keys_per_entry = 1.0  # moving mean, sizes the next read
+        self._catch_up: asyncio.Task[int] | None = None
+        self._indexed = asyncio.Condition()  # notified after every batch and idle read
+
+    @property
+    def _owed(self) -> str:
+        """Redis key set while a catch-up scan is owed (cleared when one completes)."""
+        return f"{self._keys.index_stream}:catch-up"
+
+    async def ensure_group(self) -> bool:
+        """Create the consumer group at the start of the stream; True if this created it
+        (then the rows written before it existed need a catch-up)."""
+        try:
+            await self._redis.xgroup_create(
+                self._keys.index_stream, INDEX_GROUP, id="0", mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            return False
+        await self._redis.set(self._owed, "group created")
+        return True
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Indexer]:
+        """Run the indexer for the lifetime of the context. On exit it finishes its batch and
+        stops; what is left stays in the stream for the next start (nothing is lost). A
+        catch-up that is owed starts before this returns (so `wait_idle` covers it)."""
+        await self.ensure_group()
+        await self._check_lost_entries()
+        stop = asyncio.Event()
+        task = asyncio.create_task(self.run(stop), name=f"indexer-{self.consumer}")
+        try:
+            yield self
+        finally:
+            stop.set()
+            await task
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Index batches until `stop` is set; a catch-up it started is cancelled (it resumes
+        at the next start, as the Redis marker says it is still owed)."""
+        next_check = 0.0
+        behind = False  # the last read was full: more is waiting, the cap may trim it
+        own_pending_first = True  # after a start or a failure, retry our own pending entries
+        try:
+            while not stop.is_set():
+                try:
+                    if time.monotonic() >= next_check:
+                        await self._claim_stale()
+                        next_check = time.monotonic() + self._config.check_s
+                        behind = True  # check now
+                    if behind:
+                        await self._check_lost_entries()
+                    if own_pending_first:
+                        own_pending_first = await self._index_own_pending()
+                        continue
+                    wanted = self._entries_per_read()
+                    read = await self.step(block_ms=self._config.block_ms)
+                    behind = read >= wanted
+                    if not read:
+                        await self._notify()  # idle: other indexers may have done the rest
+                except Exception:
+                    # PostgreSQL or Redis down, or a bug: search may lag, ingest must go on.
+                    log.exception("indexer batch failed; retrying in 1 s")
+                    own_pending_first = True
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
+        finally:
+            if self._catch_up is not None:
+                self._catch_up.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._catch_up
+
+    async def step(self, *, block_ms: int | None = None) -> int:
+        """Read one batch of new entries and index it; returns the entries indexed."""
+        response = await self._redis.xreadgroup(
+            INDEX_GROUP,
+            self.consumer,
+            {self._keys.index_stream: ">"},
+            count=self._entries_per_read(),
+            block=block_ms,
+        )
+        entries = await self._present(_entries(response))
+        if entries:
+            await self.index(entries)
+        return len(entries)
+
+    async def drain(self) -> None:
+        """Index everything unread, without blocking (the benchmark; tests use wait_idle)."""
+        await self._index_own_pending()
+        while await self.step(block_ms=None):
+            pass
+
+    async def index(self, entries: list[Entry]) -> int:
+        """Index the entries' keys (each once), then acknowledge and delete the entries;
+        returns the rows written."""
+        keys = sorted({(k[0], k[1]) for _, fields in entries for k in orjson.loads(fields[b"k"])})
+        self._keys_per_entry = 0.5 * self._keys_per_entry + 0.5 * max(len(keys) / len(entries), 1)
+        written = 0
+        step = self._config.batch_rows
+        for start in range(0, len(keys), step):
+            async with self._pool.acquire() as conn:
+                written += await _index_resilient(conn, keys[start : start + step])
+        ids = [entry_id for entry_id, _ in entries]
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xack(self._keys.index_stream, INDEX_GROUP, *ids)
+        pipe.xdel(self._keys.index_stream, *ids)
+        await pipe.execute()
+        self.lag_s = max(0.0, time.time() - _id_ms(ids[0]) / 1000)
+        self.rows_indexed += written
+        if self._on_batch is not None:
+            self._on_batch(written, self.lag_s)
+        await self._notify()
+        return written
+
+    async def backlog(self) -> int:
+        """Entries not yet indexed: indexed entries are deleted, so the stream's length."""
+        return int(await self._redis.xlen(self._keys.index_stream))
+
+    @property
+    def catching_up(self) -> bool:
+        return self._catch_up is not None and not self._catch_up.done()
+
+    async def wait_idle(self) -> None:
+        """Return once every entry appended so far is indexed (by this indexer or another)
+        and no catch-up of this one is running. Checks after each batch and idle read.
+
+        Bound it with a timeout: with no indexer running it waits forever.
+        """
+        while True:
+            async with self._indexed:
+                if not self.catching_up and await self.backlog() == 0:
+                    return
+                await self._indexed.wait()
+
+    def start_catch_up(self) -> None:
+        """Start a background catch-up unless one is running; it clears the owed marker when
+        it completes. Its outcome is logged."""
+        if self.catching_up:
+            return
+        self._catch_up = asyncio.create_task(self._run_catch_up(), name="search-catch-up")
+
+    async def _run_catch_up(self) -> int:
+        try:
+            indexed = await catch_up(self._pool, batch_rows=self._config.catch_up_rows)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("search catch-up failed; it is retried at the next check")
+            return 0
+        finally:
+            await self._notify()
+        if indexed is not None:
+            await self._redis.delete(self._owed)
+            log.info("search catch-up done: %d rows indexed", indexed)
+        return indexed or 0
+
+    async def _check_lost_entries(self) -> None:
+        """Start a catch-up if one is owed, or if entries went missing before the group read
+        them: more were added to the stream than the group has read plus those still waiting
+        in it (pending ones are in it too: they are deleted only once acknowledged)."""
+        pipe = self._redis.pipeline(transaction=True)  # both answers from the same instant
+        pipe.xinfo_stream(self._keys.index_stream)
+        pipe.xinfo_groups(self._keys.index_stream)
+        stream, groups = await pipe.execute()
+        group = next((g for g in groups if _text(g["name"]) == INDEX_GROUP), None)
+        added = stream.get("entries-added")  # None before Redis 7: no detection
+        if group is not None and added is not None:
+            unread = added - (group.get("entries-read") or 0)
+            if unread > stream["length"] - group["pending"]:
+                log.warning("%d index entries were trimmed unread; catching up", unread)
+                await self._redis.set(self._owed, "entries trimmed")
+        if not self.catching_up and await self._redis.exists(self._owed):
+            self.start_catch_up()
+
+    async def _present(self, entries: list[Entry]) -> list[Entry]:
+        """The entries that still exist; one trimmed while pending (its id comes back with
+        no fields) is acknowledged and a catch-up is owed for its lost keys."""
+        gone = [entry_id for entry_id, fields in entries if fields is None]
+        if gone:
+            log.warning("%d pending index entries were trimmed; catching up", len(gone))
+            await self._redis.xack(self._keys.index_stream, INDEX_GROUP, *gone)
+            await self._redis.set(self._owed, "pending entries trimmed")
+            self.start_catch_up()
+        return [entry for entry in entries if entry[1] is not None]
+
+    async def _index_own_pending(self) -> bool:
+        """Index entries delivered to this consumer but not acknowledged; False when none."""
+        response = await self._redis.xreadgroup(
+            INDEX_GROUP,
+            self.consumer,
+            {self._keys.index_stream: "0"},
+            count=self._entries_per_read(),
+        )
+        entries = await self._present(_entries(response))
+        if entries:
+            await self.index(entries)
+        return bool(entries)
+
+    async def _claim_stale(self) -> None:
+        """Take over entries left pending by a consumer that died; index them."""
+        cursor = "0-0"
+        while True:
+            reply = await self._redis.xautoclaim(
+                self._keys.index_stream,
+                INDEX_GROUP,
+                self.consumer,
+                min_idle_time=self._config.claim_idle_ms,
+                start_id=cursor,
+                count=self._entries_per_read(),
+            )
+            cursor, entries = _text(reply[0]), [e for e in reply[1] if e[1] is not None]
+            if len(reply) > 2 and reply[2]:  # pending entries trimmed: their keys are lost
+                log.warning("%d stale index entries were trimmed; catching up", len(reply[2]))
+                await self._redis.set(self._owed, "pending entries trimmed")
+                self.start_catch_up()
+            if entries:
+                log.warning("claimed %d stale index entries from a dead indexer", len(entries))
+                await self.index(entries)
+            if cursor == "0-0":
+                return
+
+    def _entries_per_read(self) -> int:
+        wanted = round(self._config.batch_rows / self._keys_per_entry)
+        return max(1, min(self._config.batch_entries, wanted))
+
+    async def _notify(self) -> None:
+        async with self._indexed:
+            self._indexed.notify_all()
+
+
+async def catch_up(pool: asyncpg.Pool, *, batch_rows: int = 5_000) -> int | None:
+    """Index every message missing from the search index or indexed at an older version,
+    scanning `messages` in primary-key order, `batch_rows` per statement; safe while ingest
+    and indexers run. Returns the rows indexed, or None when another catch-up holds the lock
+    (it does the work).
+
+    This is the repair for lost index entries and the way to build the index for rows
+    written before it existed (`chat-gateway reindex`); on a fully indexed table it only
+    reads keys (about a second per million messages).
+    """
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", CATCH_UP_LOCK):
+            return None
+        try:
+            indexed = 0
+            after: tuple[uuid.UUID, int] | None = _FIRST_KEY
+            while after is not None:
+                try:
+                    count, next_after = await search.index_missing(conn, after, batch_rows)
+                except (asyncpg.DataError, asyncpg.ProgramLimitExceededError):
+                    count, next_after = await _index_span_resilient(conn, after, batch_rows)
+                indexed += count
+                after = next_after
+            return indexed
+        finally:
+            if not conn.is_closed():
+                await conn.execute("SELECT pg_advisory_unlock($1)", CATCH_UP_LOCK)
+
+
+async def _index_span_resilient(
+    conn: Connection, after: tuple[uuid.UUID, int], limit: int
+) -> tuple[int, tuple[uuid.UUID, int] | None]:
+    """A catch-up step one of whose rows cannot be indexed: the same span, key by key."""
+    records = await conn.fetch(
+        "SELECT session_id, seq FROM messages WHERE (session_id, seq) > ($1, $2)"
+        " ORDER BY session_id, seq LIMIT $3",
+        after[0],
+        after[1],
+        limit,
+    )
+    if not records:
+        return 0, None
+    keys = [(str(r["session_id"]), int(r["seq"])) for r in records]
+    count = await _index_resilient(conn, keys)
+    last = records[-1]
+    return count, (last["session_id"], last["seq"])
+
+
+async def _index_resilient(conn: Connection, keys: Sequence[Key]) -> int:
+    """Index the keys; if PostgreSQL refuses a row as data, split until it is alone and skip
+    it (logged), so one message never stops search for the rest."""
+    try:
+        return await search.index_keys(conn, keys)
+    except (asyncpg.DataError, asyncpg.ProgramLimitExceededError) as exc:
+        if len(keys) == 1:
+            log.error("message %s/%d cannot be indexed for search: %s", *keys[0], exc)
+            return 0
+        half = len(keys) // 2
+        return await _index_resilient(conn, keys[:half]) + await _index_resilient(conn, keys[half:])
+
+
+def _entries(response: Any) -> list[Entry]:
+    """The entries of an XREADGROUP reply on one stream (redis-py gives a list or a dict);
+    a pending entry deleted since it was delivered comes with None for its fields."""
+    if not response:
+        return []
+    if isinstance(response, dict):
+        return list(next(iter(response.values()))[0])
+    return list(response[0][1])
+
+
+def _id_ms(entry_id: bytes | str) -> int:
+    """The Unix milliseconds of a stream entry id (`<ms>-<n>`)."""
+    return int(_text(entry_id).partition("-")[0])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

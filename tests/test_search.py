@@ -1,0 +1,284 @@
+"""Full-text search: ranking, snippets, filters, isolation, edits, hostile input, catch-up."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import redis.asyncio as aioredis
+
+from gateway.auth import issue_token
+from gateway.settings import Settings
+from storage.indexer import Indexer, IndexerConfig, catch_up
+from storage.keys import Keys
+from storage.search import SNIPPET_CHARS, positive_terms, search, snippet
+from tests.conftest import RunningGateway, drained, request, run_gateway
+
+SECRET = "search-test-secret"
+
+
+async def searchable(running: RunningGateway, timeout: float = 15.0) -> None:
+    """Wait until everything acked so far is committed and indexed."""
+    await drained(running, timeout)
+    indexer = running.gateway.indexer
+    assert indexer is not None, "this gateway runs no indexer"
+    await asyncio.wait_for(indexer.wait_idle(), timeout)
+
+
+async def send_all(running: RunningGateway, port: int, contents: list[str]) -> list[Any]:
+    """Send each content as a message on the port; the acks' results, in order."""
+    async with running.connect() as ws:
+        acks = [
+            await request(ws, {"type": "message", "port": port, "content": c}) for c in contents
+        ]
+    return [a["results"][0] | {"session_id": a["session_id"]} for a in acks]
+
+
+async def found(http: httpx.AsyncClient, q: str, **params: Any) -> list[dict[str, Any]]:
+    response = await http.get("/api/search", params={"q": q, **params})
+    assert response.status_code == 200, response.text
+    results: list[dict[str, Any]] = response.json()["results"]
+    return results
+
+
+def marked(result: dict[str, Any]) -> list[str]:
+    """The highlighted parts of a result's snippet."""
+    return [result["snippet"][start:end] for start, end in result["highlights"]]
+
+
+async def test_results_are_ranked_with_a_highlighted_plain_text_snippet(
+    gateway: RunningGateway, http: httpx.AsyncClient
+) -> None:
+    """The message that is most about the words comes first; each result carries its ids, role,
+    time, rank and a plain-text snippet whose highlight offsets slice out the matches."""
+    filler = " ".join(f"word{i}" for i in range(150))
+    acks = await send_all(
+        gateway,
+        9400,
+        [
+            "Zebra zebra ZEBRA stripes, and a zebra again",
+            f"{filler} a lone zebra in the middle {filler}",
+            "nothing to see here",
+        ],
+    )
+    await searchable(gateway)
+    results = await found(http, "zebra")
+    assert [r["message_id"] for r in results] == [acks[0]["id"], acks[1]["id"]]
+    assert results[0]["rank"] > results[1]["rank"] > 0
+    best = results[0]
+    assert best["session_id"] == acks[0]["session_id"] and best["seq"] == acks[0]["seq"]
+    assert best["port"] == 9400 and best["role"] == "user" and best["created_at"].endswith("Z")
+    assert marked(best) == ["Zebra", "zebra", "ZEBRA", "zebra"]
+    middle = results[1]
+    assert middle["snippet"].startswith("…") and middle["snippet"].endswith("…")
+    assert len(middle["snippet"]) <= SNIPPET_CHARS + 2 and marked(middle) == ["zebra"]
+    assert [r["message_id"] for r in await found(http, '"zebra stripes"')] == [acks[0]["id"]]
+    assert await found(http, "zebra -stripes") == [results[1]]
+    assert len(await found(http, "zebra", limit=1)) == 1
+
+
+async def test_port_filter_and_code_identifiers(
+    gateway: RunningGateway, http: httpx.AsyncClient
+) -> None:
+    """`port` keeps one port's matches; identifiers match by their parts and as a whole."""
+    await send_all(gateway, 9401, ["call self.load_config(path) first"])
+    await send_all(gateway, 9402, ["then load_config again", "see src/app.py"])
+    await searchable(gateway)
+    assert {r["port"] for r in await found(http, "load_config")} == {9401, 9402}
+    only = await found(http, "load_config", port=9401)
+    assert [r["port"] for r in only] == [9401] and marked(only[0]) == ["load", "config"]
+    assert [r["port"] for r in await found(http, "self.load_config")] == [9401]
+    assert [r["port"] for r in await found(http, "config", port=9402)] == [9402]
+    assert len(await found(http, "app.py")) == len(await found(http, "app")) == 1
+    assert await found(http, "load_config", port=9403) == []
+
+
+async def test_another_users_messages_are_never_returned(settings: Settings) -> None:
+    """Two users with the same words each find only their own messages; no token is 401."""
+    alice, bob = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
+    async with run_gateway(replace(settings, auth_secret=SECRET)) as running:
+        ids = {}
+        for user in (alice, bob):
+            headers = {"Authorization": f"Bearer {issue_token(SECRET, user, 60)}"}
+            async with running.connect(additional_headers=headers) as ws:
+                ack = await request(
+                    ws, {"type": "message", "port": 9410, "content": f"wombat of {user}"}
+                )
+            ids[user] = ack["results"][0]["id"]
+        await searchable(running)
+        async with httpx.AsyncClient(base_url=running.http_url) as http:
+            for user in (alice, bob):
+                headers = {"Authorization": f"Bearer {issue_token(SECRET, user, 60)}"}
+                response = await http.get("/api/search", params={"q": "wombat"}, headers=headers)
+                assert [r["message_id"] for r in response.json()["results"]] == [ids[user]]
+            anonymous = await http.get("/api/search", params={"q": "wombat"})
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
+
+
+async def test_deleted_sessions_are_excluded(
+    gateway: RunningGateway, http: httpx.AsyncClient
+) -> None:
+    """Once a session is deleted its messages no longer match; other sessions' still do."""
+    async with gateway.connect() as ws:
+        old = await request(ws, {"type": "message", "port": 9420, "content": "quokka one"})
+        await request(ws, {"type": "session.new", "port": 9420})
+        new = await request(ws, {"type": "message", "port": 9420, "content": "quokka two"})
+    await searchable(gateway)
+    assert len(await found(http, "quokka")) == 2
+    assert (await http.delete(f"/api/sessions/{old['session_id']}")).status_code == 204
+    assert [r["session_id"] for r in await found(http, "quokka")] == [new["session_id"]]
+
+
+async def test_edits_are_reindexed(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
+    """After an edit the old text no longer matches and the new text does, same message."""
+    async with gateway.connect() as ws:
+        frame = {"type": "message", "port": 9430, "id": "reply-1", "content": "alpaca draft"}
+        first = await request(ws, frame)
+        await searchable(gateway)
+        assert len(await found(http, "alpaca")) == 1
+        edited = await request(ws, frame | {"content": "vicuna final answer"})
+    assert edited["results"][0]["updated"] is True
+    await searchable(gateway)
+    assert await found(http, "alpaca") == []
+    [hit] = await found(http, "vicuna")
+    assert (hit["message_id"], hit["seq"]) == (first["results"][0]["id"], 1)
+    assert marked(hit) == ["vicuna"]
+
+
+async def test_hostile_queries_get_a_clean_answer(
+    gateway: RunningGateway, http: httpx.AsyncClient
+) -> None:
+    """Operators, quotes, markup, unicode, emoji and huge queries give 200 with results or a
+    contract 400, never a 500; markup in a message comes back as plain text."""
+    await send_all(
+        gateway,
+        9440,
+        ["<script>alert('x')</script> O'Reilly & co | École naïve 🎉 party 日本語 text"],
+    )
+    await searchable(gateway)
+    clean = [
+        "'", '"', "&|!():*", "!!", "(((", "a <-> b", "a:*", "--x", '"unterminated', "or",
+        "'; DROP TABLE messages; --", "\\", "%", "_", "\u200b", "\ufffd", "x" * 999,
+        "word " * 199, "🎉🎉", "\u0301",
+    ]  # fmt: skip
+    for q in clean:
+        response = await http.get("/api/search", params={"q": q})
+        assert response.status_code == 200, (q, response.text)
+        assert isinstance(response.json()["results"], list)
+    [hit] = await found(http, "<script>")
+    assert "<script>alert('x')</script>" in hit["snippet"] and marked(hit) == ["script"] * 2
+    assert marked((await found(http, "ÉCOLE"))[0]) == ["École"]
+    assert marked((await found(http, "🎉"))[0]) == ["🎉"]
+    assert marked((await found(http, "o'reilly"))[0]) == ["O", "Reilly"]
+    assert len(await found(http, "日本語")) == 1
+    invalid = await http.get("/api/search?q=%ED%A0%80%FF")  # not UTF-8: decoded as U+FFFD
+    assert invalid.status_code == 200
+    for q in ("x" * 10_240, "a\x00b"):
+        response = await http.get("/api/search", params={"q": q})
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "bad_request"
+
+
+async def test_empty_query_and_bad_parameters_are_bad_requests(
+    gateway: RunningGateway, http: httpx.AsyncClient
+) -> None:
+    """A missing or blank `q`, and `limit` or `port` out of range, answer 400 bad_request."""
+    for params in (
+        {},
+        {"q": ""},
+        {"q": " \t\n"},
+        {"q": "x", "limit": "0"},
+        {"q": "x", "limit": "101"},
+        {"q": "x", "limit": "ten"},
+        {"q": "x", "port": "0"},
+        {"q": "x", "port": "65536"},
+    ):
+        response = await http.get("/api/search", params=params)
+        assert response.status_code == 400, params
+        body = response.json()
+        assert body["error"]["code"] == "bad_request" and body["error"]["message"], params
+    assert (await http.get("/api/search", params={"q": "x", "limit": "100"})).status_code == 200
+
+
+async def insert_unindexed(db: asyncpg.Pool, user: str, content: str) -> uuid.UUID:
+    """A session with one message written straight into PostgreSQL: no stream entry."""
+    session_id = uuid.uuid4()
+    async with db.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO sessions (id, user_id, port, ide_type, status)"
+            " VALUES ($1, $2, 9450, 'unknown', 'archived')",
+            session_id,
+            user,
+        )
+        await conn.execute(
+            "INSERT INTO messages (session_id, seq, id, user_id, port, dedup_key, role, content,"
+            " content_type, source, created_at)"
+            " VALUES ($1, 1, $2, $3, 9450, $2, 'user', $4, 'text', 'user_input', $5)",
+            session_id,
+            uuid.uuid4(),
+            user,
+            content,
+            datetime.now(UTC),
+        )
+    return session_id
+
+
+async def test_catch_up_indexes_rows_that_never_went_through_the_stream(
+    gateway: RunningGateway, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """Rows written without an index-stream entry are found once `catch_up` has run; a second
+    run finds nothing left to do."""
+    await searchable(gateway)  # the catch-up of the gateway's first start is over
+    session_id = await insert_unindexed(db, gateway.settings.local_user, "platypus egg")
+    assert await found(http, "platypus") == []
+    indexed = await catch_up(db)
+    assert indexed is not None and indexed >= 1
+    assert [r["session_id"] for r in await found(http, "platypus")] == [str(session_id)]
+    assert await catch_up(db) == 0
+
+
+async def test_indexer_catches_up_when_entries_were_trimmed_unread(
+    db: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    """An indexer that finds entries trimmed before its group read them scans for the rows
+    they announced and indexes them."""
+    keys = Keys(f"t{uuid.uuid4().hex[:10]}:")
+    indexer = Indexer(db, redis, keys, IndexerConfig(block_ms=20))
+    assert await indexer.ensure_group() is True
+    await redis.delete(f"{keys.index_stream}:catch-up")  # as if the first catch-up completed
+    user = f"u{uuid.uuid4().hex[:10]}"
+    session_id = await insert_unindexed(db, user, "numbat burrow")
+    await redis.xadd(keys.index_stream, {"k": orjson.dumps([[str(session_id), 1]])})
+    await redis.xtrim(keys.index_stream, maxlen=0)  # the writer's cap, with nobody reading
+    try:
+        async with indexer.running():
+            assert indexer.catching_up
+            await asyncio.wait_for(indexer.wait_idle(), 15)
+        async with db.acquire() as conn:
+            [hit] = await search(conn, user, "numbat")
+        assert hit.session_id == session_id and hit.snippet == "numbat burrow"
+    finally:
+        await redis.delete(keys.index_stream)
+
+
+def test_positive_terms_leave_out_negated_words() -> None:
+    """Highlighting marks a query's words except those under a `!` (alone or grouped)."""
+    assert positive_terms("'a' & !'b' & !( 'c' <-> 'd' ) & 'it''s'") == ["it's", "a"]
+    assert positive_terms("'a' | 'bb'") == ["bb", "a"]
+    assert positive_terms("") == []
+
+
+def test_snippet_is_a_window_around_the_best_cluster() -> None:
+    """The snippet centres on the place with the most distinct terms, collapses whitespace
+    and marks whole words only."""
+    text = "alpha " + "x " * 300 + "alpha\n\nbeta gamma " + "y " * 300 + "betas"
+    cut, spans = snippet(text, ["beta", "alpha", "gamma"])
+    assert cut.startswith("…") and cut.endswith("…") and "\n" not in cut
+    assert [cut[s:e] for s, e in spans] == ["alpha", "beta", "gamma"]
+    assert snippet("short text", ["zzz"]) == ("short text", [])
