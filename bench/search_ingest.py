@@ -14,9 +14,10 @@ single-user mode, where every row is the searching user's, the worst case for th
 2. Design (b): the indexer draining the index stream filled as the writer fills it (one entry
    of 5,000 keys per batch) for all the rows of (1).
 3. Ingest and indexer at once, as in `serve`: COPY batches, each followed by its index-stream
-   entry, with the indexer running in the same event loop; unpaced (how much the indexer
-   slows COPY, and its backlog when the burst ends), then paced at `--paced-rate` rows/s in
-   writer-sized batches every 50 ms (how far search lags behind the commit).
+   entry, with the indexer running in the same event loop. A burst of `--burst-rows` (COPY
+   rate against the same burst into a database without indexer, and the indexer's backlog
+   when the burst ends), then `--paced-seconds` at each of `--paced-rates` rows/s in a batch
+   every 50 ms, like the writer under steady load (how far search lags behind the commit).
 4. Search latency through `storage.search.search` (the handler minus HTTP) on the indexed
    table, per typical query, `--repeat` runs each after one warm-up run.
 5. Catch-up: indexing every row of an emptied index with `catch_up`, then a pass over the
@@ -28,6 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import math
+import os
 import random
 import statistics
 import sys
@@ -36,6 +39,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -167,6 +171,23 @@ def index_entry(rows: Sequence[tuple[Any, ...]]) -> dict[str, bytes]:
     return {"k": orjson.dumps([[r[0], r[1]] for r in rows])}
 
 
+async def server_cpu(conn: Connection) -> float:
+    """CPU seconds used so far by the database's server processes (client backends of this
+    database), read from /proc: a cost that other load on the machine does not inflate the
+    way it inflates elapsed time. NaN when the server is not on this machine."""
+    pids = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+    return sum(process_cpu(record["pid"]) for record in pids)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a local process; NaN if it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -179,11 +200,16 @@ async def section_copy(server_url: str, corpus: Corpus) -> dict[str, float]:
             conn = await asyncpg.connect(url)
             try:
                 await prepare(conn, corpus, ddl)
+                cpu = await server_cpu(conn)
                 seconds = await copy_rows(conn, corpus.rows)
+                cpu = await server_cpu(conn) - cpu
             finally:
                 await conn.close()
         rates[name] = len(corpus.rows) / seconds
-        print(f"  {name:<42} {rates[name]:>9,.0f} rows/s ({seconds:.1f} s)")
+        print(
+            f"  {name:<42} {rates[name]:>9,.0f} rows/s ({seconds:.1f} s);"
+            f" server CPU {cpu / len(corpus.rows) * 1e6:.0f} µs/row"
+        )
         sys.stdout.flush()
     return rates
 
@@ -202,23 +228,54 @@ async def section_indexer(url: str, redis_url: str, corpus: Corpus) -> float:
         await redis.delete(f"{keys.index_stream}:catch-up")  # the rows all have entries
         for start in range(0, len(corpus.rows), BATCH):
             await redis.xadd(keys.index_stream, index_entry(corpus.rows[start : start + BATCH]))  # type: ignore[arg-type]
+        async with pool.acquire() as conn:
+            cpu = await server_cpu(conn)
         with Timer() as timer:
             await indexer.drain()
         assert indexer.rows_indexed == len(corpus.rows), indexer.rows_indexed
         async with pool.acquire() as conn:
+            cpu = await server_cpu(conn) - cpu
             await conn.execute("VACUUM ANALYZE message_search")
+            size = await conn.fetchval(
+                "SELECT pg_size_pretty(pg_total_relation_size('message_search'))"
+            )
     finally:
         await redis.delete(keys.index_stream)
         await redis.aclose()
         await pool.close()
     rate = len(corpus.rows) / timer.seconds
-    print(f"  indexer: {rate:,.0f} rows/s ({timer.seconds:.1f} s for {len(corpus.rows):,} rows)")
+    print(
+        f"  indexer: {rate:,.0f} rows/s ({timer.seconds:.1f} s for {len(corpus.rows):,} rows);"
+        f" server CPU {cpu / len(corpus.rows) * 1e6:.0f} µs/row; message_search {size}"
+    )
     return rate
 
 
-async def section_concurrent(
-    server_url: str, redis_url: str, corpus: Corpus, paced_rate: int, paced_rows: int
+async def copy_and_announce(
+    conn: Connection, redis: aioredis.Redis, keys: Keys, batch: list[tuple[Any, ...]]
 ) -> None:
+    """What the writer does per batch: commit the rows, then announce their keys."""
+    async with conn.transaction():
+        await conn.copy_records_to_table("messages", records=batch, columns=COLUMNS)
+    await redis.xadd(keys.index_stream, index_entry(batch))  # type: ignore[arg-type]
+
+
+async def section_concurrent(
+    server_url: str,
+    redis_url: str,
+    corpus: Corpus,
+    burst_rows: int,
+    paced_rates: list[int],
+    paced_seconds: float,
+) -> None:
+    burst = corpus.rows[:burst_rows]
+    async with fresh_database(server_url) as url:
+        direct = await asyncpg.connect(url)
+        try:
+            await prepare(direct, corpus, [])
+            alone = burst_rows / await copy_rows(direct, burst)
+        finally:
+            await direct.close()
     async with fresh_database(server_url) as url:
         keys = Keys(f"bench-search-{uuid.uuid4().hex[:6]}:")
         pool = await create_pool(url, size=4)
@@ -229,43 +286,40 @@ async def section_concurrent(
                 await prepare(conn, corpus, [])
             indexer = Indexer(pool, redis, keys, on_batch=lambda rows, lag: lags.append(lag))
             await indexer.ensure_group()
-            await redis.delete(f"{keys.index_stream}:catch-up")
+            await redis.delete(f"{keys.index_stream}:catch-up")  # every row gets an entry
             async with indexer.running(), pool.acquire() as conn:
-                rows = corpus.rows[: len(corpus.rows) - paced_rows]
-                with Timer() as burst:
-                    for start in range(0, len(rows), BATCH):
-                        batch = rows[start : start + BATCH]
-                        async with conn.transaction():
-                            await conn.copy_records_to_table(
-                                "messages", records=batch, columns=COLUMNS
-                            )
-                        await redis.xadd(keys.index_stream, index_entry(batch))  # type: ignore[arg-type]
+                with Timer() as copying:
+                    for start in range(0, burst_rows, BATCH):
+                        await copy_and_announce(conn, redis, keys, burst[start : start + BATCH])
                 behind = await indexer.backlog() * BATCH
                 with Timer() as settle:
                     await indexer.wait_idle()
                 print(
-                    f"  unpaced: COPY {len(rows) / burst.seconds:,.0f} rows/s with the indexer"
-                    f" running ({burst.seconds:.1f} s); backlog at the end about"
-                    f" {behind:,} rows, indexed {settle.seconds:.1f} s later;"
-                    f" lag p50 {percentile(lags, 50):.2f} s, max {max(lags):.2f} s"
+                    f"  burst of {burst_rows:,} rows: COPY alone {alone:,.0f} rows/s, with the"
+                    f" indexer running {burst_rows / copying.seconds:,.0f} rows/s"
+                    f" ({copying.seconds:.1f} s); the indexer was about {behind:,} rows"
+                    f" behind at the end and done {settle.seconds:.1f} s later"
                 )
-                lags.clear()
-                paced = corpus.rows[len(rows) :]
-                per_tick = max(1, paced_rate // 20)
-                t0 = time.monotonic()
-                for tick, start in enumerate(range(0, len(paced), per_tick)):
-                    await asyncio.sleep(max(0.0, t0 + tick / 20 - time.monotonic()))
-                    batch = paced[start : start + per_tick]
-                    async with conn.transaction():
-                        await conn.copy_records_to_table("messages", records=batch, columns=COLUMNS)
-                    await redis.xadd(keys.index_stream, index_entry(batch))  # type: ignore[arg-type]
-                await indexer.wait_idle()
-                print(
-                    f"  paced at {paced_rate:,} rows/s ({len(paced):,} rows, {per_tick} per"
-                    f" 50 ms): search lags the commit by p50 {percentile(lags, 50) * 1000:.0f}"
-                    f" ms, p99 {percentile(lags, 99) * 1000:.0f} ms,"
-                    f" max {max(lags) * 1000:.0f} ms"
-                )
+                offset = burst_rows
+                for rate in paced_rates:
+                    lags.clear()
+                    per_tick = max(1, rate // 20)  # a writer batch every 50 ms
+                    ticks = int(paced_seconds * 20)
+                    t0 = time.monotonic()
+                    for tick in range(ticks):
+                        await asyncio.sleep(max(0.0, t0 + tick / 20 - time.monotonic()))
+                        batch = corpus.rows[offset : offset + per_tick]
+                        offset += per_tick
+                        await copy_and_announce(conn, redis, keys, batch)
+                    await indexer.wait_idle()
+                    print(
+                        f"  paced at {rate:,} rows/s for {paced_seconds:.0f} s ({per_tick} rows"
+                        f" per 50 ms): search lags the commit by"
+                        f" p50 {percentile(lags, 50) * 1000:,.0f} ms,"
+                        f" p99 {percentile(lags, 99) * 1000:,.0f} ms,"
+                        f" max {max(lags) * 1000:,.0f} ms"
+                    )
+                    sys.stdout.flush()
         finally:
             await redis.delete(keys.index_stream)
             await redis.aclose()
@@ -324,17 +378,21 @@ async def section_catch_up(url: str, n: int) -> None:
     try:
         async with pool.acquire() as conn:
             await conn.execute("TRUNCATE message_search")
+            cpu = await server_cpu(conn)
         with Timer() as full:
             indexed = await catch_up(pool)
         assert indexed == n, indexed
         with Timer() as again:
             none = await catch_up(pool)
         assert none == 0, none
+        async with pool.acquire() as conn:
+            cpu = await server_cpu(conn) - cpu
     finally:
         await pool.close()
     print(
         f"  catch-up of an empty index: {n / full.seconds:,.0f} rows/s ({full.seconds:.1f} s);"
-        f" a pass over the fully indexed table: {again.seconds:.1f} s"
+        f" a pass over the fully indexed table: {again.seconds:.1f} s;"
+        f" server CPU of both {cpu:.1f} s"
     )
 
 
@@ -362,7 +420,12 @@ async def main_async(args: argparse.Namespace) -> None:
         if "concurrent" in args.sections:
             print("## 3. ingest with the indexer running")
             await section_concurrent(
-                server_url, redis_url, corpus, args.paced_rate, args.paced_rows
+                server_url,
+                redis_url,
+                corpus,
+                args.burst_rows,
+                args.paced_rates,
+                args.paced_seconds,
             )
 
 
@@ -371,8 +434,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=30)
-    parser.add_argument("--paced-rate", type=int, default=10_000)
-    parser.add_argument("--paced-rows", type=int, default=200_000)
+    parser.add_argument("--burst-rows", type=int, default=300_000)
+    parser.add_argument("--paced-rates", type=int, nargs="+", default=[1_000, 5_000, 10_000])
+    parser.add_argument("--paced-seconds", type=float, default=15.0)
     parser.add_argument(
         "--sections",
         nargs="+",
