@@ -68,23 +68,32 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
+@contextlib.asynccontextmanager
+async def migrated_database(server_url: str, prefix: str) -> AsyncIterator[str]:
+    """A new database on the server with every migration applied; dropped on exit."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = with_database(server_url, name)
+        try:
+            conn = await asyncpg.connect(url)
+            try:
+                await migrate.apply_pending(conn)
+            finally:
+                await conn.close()
+            yield url
+        finally:
+            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 @pytest.fixture(scope="session")
 async def database_url(server_database_url: str) -> AsyncIterator[str]:
     """A fresh database with every migration applied, dropped after the session."""
-    name = f"cg_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = with_database(server_database_url, name)
-        conn = await asyncpg.connect(url)
-        try:
-            await migrate.apply_pending(conn)
-        finally:
-            await conn.close()
+    async with migrated_database(server_database_url, "cg_test") as url:
         yield url
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @pytest.fixture(scope="session")

@@ -23,11 +23,11 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from storage import migrate, sessions, stats
+from storage import sessions, stats
 from storage.ids import new_id
 from storage.keys import Keys
 from storage.messages import last_seq, port_messages, session_messages
-from tests.conftest import with_database
+from tests.conftest import migrated_database
 
 USERS = ["me", "u1", "u2"]
 PORTS = list(range(9222, 9232))
@@ -46,21 +46,13 @@ Plan = dict[str, Any]
 @pytest.fixture(scope="module")
 async def big_database(server_database_url: str) -> AsyncIterator[str]:
     """A migrated database of its own with MESSAGES messages, analyzed."""
-    name = f"cg_plans_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = with_database(server_database_url, name)
-    try:
+    async with migrated_database(server_database_url, "cg_plans") as url:
         conn = await asyncpg.connect(url)
         try:
-            await migrate.apply_pending(conn)
             await _fill(conn)
         finally:
             await conn.close()
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _fill(conn: asyncpg.Connection) -> None:

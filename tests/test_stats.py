@@ -12,9 +12,8 @@ import asyncpg
 import httpx
 import pytest
 
-from storage import migrate
 from storage.ids import new_id
-from tests.conftest import RunningGateway, drained, receive, request, with_database
+from tests.conftest import RunningGateway, drained, migrated_database, receive, request
 
 CHAT_GATEWAY = Path(sys.executable).parent / "chat-gateway"
 
@@ -73,18 +72,8 @@ async def test_stats_read_no_table_but_the_counters(db: asyncpg.Pool) -> None:
 @pytest.fixture
 async def fresh_database(server_database_url: str) -> AsyncIterator[str]:
     """An empty migrated database of its own (verify-counts looks at every user)."""
-    name = f"cg_stats_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = with_database(server_database_url, name)
-    try:
-        conn = await asyncpg.connect(url)
-        await migrate.apply_pending(conn)
-        await conn.close()
+    async with migrated_database(server_database_url, "cg_stats") as url:
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _cli(*args: str, database_url: str, **settings: str) -> tuple[int, str]:
