@@ -744,11 +744,13 @@ def _search_path(words: list[str]) -> Callable[[int], str]:
 
 @dataclass
 class Measured:
-    """Sorted samples (ns) of one query in one mode; `statements` are those of its slowest
-    request (SQL mode), to explain."""
+    """Sorted samples (ns) of one query in one mode, and of the mode's second series (SQL
+    mode: the whole storage call; HTTP mode: a bare client); `statements` are those of the
+    slowest request (SQL mode), to explain."""
 
     ns: list[int]
     cut_by_budget: bool
+    second: list[int]
     statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
 
@@ -768,21 +770,27 @@ class Load:
         self.others_s = max(0.0, machine_busy_seconds() - self.busy - ours)
         return self
 
+    @property
+    def shared(self) -> bool:
+        """Other processes took over a tenth of a core: the figures are not clean."""
+        return self.others_s > 0.1 * self.wall_s
+
     def __str__(self) -> str:
         return f"{self.others_s:.1f} CPU-s in {self.wall_s:.0f} s"
 
 
 async def run_requests(
-    label: str, once: Callable[[int], Awaitable[int]], requests: int, budget_s: float
-) -> tuple[list[int], bool]:
+    label: str, once: Callable[[int], Awaitable[tuple[int, int]]], requests: int, budget_s: float
+) -> tuple[list[int], list[int], bool]:
     """WARMUP unrecorded requests, then `requests` recorded ones (fewer if they take more
-    than `budget_s`), one at a time, the garbage collector off while recording."""
+    than `budget_s`), one at a time, the garbage collector off while recording. `once`
+    measures two things per request: both come back sorted."""
     deadline = time.monotonic() + budget_s / 10
     for i in range(WARMUP):
         await once(i)
         if time.monotonic() > deadline:
             break
-    samples: list[int] = []
+    samples: list[tuple[int, int]] = []
     gc.collect()
     gc.disable()
     try:
@@ -798,14 +806,15 @@ async def run_requests(
         f"  {label}: {len(samples)} requests{' (time budget)' if cut else ''}",
         file=sys.stderr, flush=True,
     )  # fmt: skip
-    return sorted(samples), cut
+    return sorted(a for a, _ in samples), sorted(b for _, b in samples), cut
 
 
 async def measure_sql(
     url: str, redis_url: str, qs: Sequence[Query], requests: int, budget_s: float
 ) -> tuple[dict[str, Measured], Load]:
     """Each query through the storage functions the API calls; a sample is the time asyncpg
-    spent on the statements they ran (nothing of Redis or of building the answer)."""
+    spent on the statements they ran (nothing of Redis or of building the answer); the
+    second series is the whole call (SQL, the Redis read of buffered rows, the merge)."""
     conn = await asyncpg.connect(url)
     redis = aioredis.Redis.from_url(redis_url)
     ran: list[Any] = []  # asyncpg LoggedQuery records of the current request
@@ -819,24 +828,57 @@ async def measure_sql(
                 continue
             slowest: tuple[int, list[Any]] = (-1, [])
 
-            async def once(i: int, q: Query = q) -> int:
+            async def once(i: int, q: Query = q) -> tuple[int, int]:
                 nonlocal slowest
                 ran.clear()
+                start = time.perf_counter_ns()
                 await q.call(storage, i)
+                call = time.perf_counter_ns() - start
                 await asyncio.sleep(0)  # the logger's callbacks run on the next iteration
                 spent = sum(int(r.elapsed * 1e9) for r in ran)
                 if spent > slowest[0]:
                     slowest = (spent, list(ran))
-                return spent
+                return spent, call
 
-            ns, cut = await run_requests(f"{q.label}, SQL", once, requests, budget_s)
+            ns, calls, cut = await run_requests(f"{q.label}, SQL", once, requests, budget_s)
             statements = [(r.query, tuple(r.args)) for r in slowest[1]]
-            out[q.key] = Measured(ns, cut, statements)
+            out[q.key] = Measured(ns, cut, calls, statements)
         load.stop()
     finally:
         await redis.aclose()
         await conn.close()
     return out, load
+
+
+class BareClient:
+    """HTTP/1.1 GET over one keep-alive connection with nothing but asyncio streams: what a
+    request costs a client that does no more than write it and read the body."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, port: int) -> AsyncIterator[BareClient]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            yield cls(reader, writer)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    async def get(self, path: str) -> int:
+        """The status, once the whole body is read (the gateway always sends its length)."""
+        self._writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        length = next(
+            int(line.split(":", 1)[1])
+            for line in lines
+            if line.lower().startswith("content-length:")
+        )
+        await self._reader.readexactly(length)
+        return int(lines[0].split()[1])
 
 
 async def measure_http(
@@ -847,8 +889,10 @@ async def measure_http(
     budget_s: float,
     search: SearchSupport | None,
 ) -> tuple[dict[str, Measured], Load]:
-    """Each query through `chat-gateway serve` on the database: one keep-alive client, one
-    request at a time; a sample is send to last byte of the body."""
+    """Each query through `chat-gateway serve` on the database: one keep-alive httpx client,
+    one request at a time; a sample is send to last byte of the body. The second series is
+    the same request right after from a bare HTTP/1.1 client: the gateway without httpx's
+    own cost."""
     prefix = f"cgbench{uuid.uuid4().hex[:8]}:"
     if search is not None:
         # The gateway's indexer would create its group and, finding none, schedule a
@@ -873,6 +917,7 @@ async def measure_http(
         async with (
             server_process("gateway", argv, port, Path(tmp), env) as server,
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client,
+            BareClient.connect(port) as raw,
         ):
             probe = await client.get("/api/search", params={"q": "probe"})
             load = Load()
@@ -881,16 +926,20 @@ async def measure_http(
                     print("  no /api/search in this gateway: search over HTTP skipped")
                     continue
 
-                async def once(i: int, q: Query = q) -> int:
+                async def once(i: int, q: Query = q) -> tuple[int, int]:
                     start = time.perf_counter_ns()
                     response = await client.get(q.path(i))
                     spent = time.perf_counter_ns() - start
                     if response.status_code != 200:
                         raise SystemExit(f"GET {q.path(i)}: {response.status_code} {response.text}")
-                    return spent
+                    start = time.perf_counter_ns()
+                    status = await raw.get(q.path(i))
+                    bare = time.perf_counter_ns() - start
+                    assert status == 200, (q.path(i), status)
+                    return spent, bare
 
-                ns, cut = await run_requests(f"{q.label}, HTTP", once, requests, budget_s)
-                out[q.key] = Measured(ns, cut)
+                ns, bare, cut = await run_requests(f"{q.label}, HTTP", once, requests, budget_s)
+                out[q.key] = Measured(ns, cut, bare)
             load.stop()
             if server.stderr_lines:
                 print(f"  the gateway wrote {server.stderr_lines} stderr lines; the last ones:")
@@ -1010,8 +1059,26 @@ def size_report(r: SizeResult, contents: Contents) -> list[str]:
         )
     lines += [
         "",
+        "Where the time goes (p50 / p99): SQL; the whole storage call (SQL, the Redis read of"
+        " buffered rows, the merge); the gateway through a bare HTTP/1.1 client; through httpx.",
+        "",
+        "| query | SQL | storage call | HTTP, bare client | HTTP, httpx |",
+        "|---|---|---|---|---|",
+    ]
+    for q in r.qs:
+        sql, http = r.sql.get(q.key), r.http.get(q.key)
+        cells = [
+            _both(sql.ns if sql else None),
+            _both(sql.second if sql else None),
+            _both(http.second if http else None),
+            _both(http.ns if http else None),
+        ]
+        lines.append(f"| {q.label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
         f"Before measuring: {r.cache}. Other processes' CPU while measuring: {r.load[0]}"
-        f" (SQL), {r.load[1]} (HTTP).",
+        f" (SQL), {r.load[1]} (HTTP)."
+        + (" **The machine was shared: repeat the run.**" if any(x.shared for x in r.load) else ""),
         "",
         "| generation step | seconds |",
         "|---|---|",
@@ -1024,6 +1091,12 @@ def size_report(r: SizeResult, contents: Contents) -> list[str]:
         for t, rows, total, idx in g.sizes
     ]
     return [*lines, ""]
+
+
+def _both(ns: list[int] | None) -> str:
+    if not ns:
+        return "n/a"
+    return f"{percentile(ns, 0.5) / 1e6:.2f} / {percentile(ns, 0.99) / 1e6:.2f} ms"
 
 
 def stats_report(results: Sequence[SizeResult]) -> list[str]:

@@ -18,6 +18,10 @@ single-user mode, where every row is the searching user's, the worst case for th
    rate against the same burst into a database without indexer, and the indexer's backlog
    when the burst ends), then `--paced-seconds` at each of `--paced-rates` rows/s in a batch
    every 50 ms, like the writer under steady load (how far search lags behind the commit).
+   3b. The real pipeline: `--writer-messages` messages through the ingest script into the
+   ingest stream (100 per frame), then the batch writer draining it alone, and with the
+   indexer running beside it, yielding to the writer while it is behind (the default) and
+   not yielding.
 4. Search latency through `storage.search.search` (the handler minus HTTP) on the indexed
    table, per typical query, `--repeat` runs each after one warm-up run.
 5. Catch-up: indexing every row of an emptied index with `catch_up`, then a pass over the
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import math
 import os
@@ -47,11 +52,15 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.harness import Timer, fresh_database, machine, servers
+from bench.writer_throughput import make_items
+from gateway.ingest import _buffer_item
+from gateway.protocol import MessageItem
+from storage.buffer import IngestBuffer
 from storage.db import Connection, create_pool
-from storage.indexer import Indexer, catch_up
+from storage.indexer import Indexer, IndexerConfig, catch_up
 from storage.keys import Keys
 from storage.search import search
-from storage.writer import COLUMNS
+from storage.writer import COLUMNS, BatchWriter
 
 VOCABULARY = 30_000
 SESSIONS_PER_USER = 200
@@ -237,7 +246,8 @@ async def section_indexer(url: str, redis_url: str, corpus: Corpus) -> float:
             cpu = await server_cpu(conn) - cpu
             await conn.execute("VACUUM ANALYZE message_search")
             size = await conn.fetchval(
-                "SELECT pg_size_pretty(pg_total_relation_size('message_search'))"
+                "SELECT pg_size_pretty(pg_total_relation_size('message_search')) || ' (messages '"
+                " || pg_size_pretty(pg_total_relation_size('messages')) || ')'"
             )
     finally:
         await redis.delete(keys.index_stream)
@@ -324,6 +334,76 @@ async def section_concurrent(
             await redis.delete(keys.index_stream)
             await redis.aclose()
             await pool.close()
+
+
+async def fill(buffer: IngestBuffer, items: list[tuple[int, MessageItem]]) -> None:
+    """Submit the items in frames of 100 (one port each), 100 frames in flight at a time:
+    the buffer sends all it has queued in one script call, and 180,000 messages in one call
+    outlast the Redis client's read timeout."""
+    by_port: dict[int, list[MessageItem]] = {}
+    for port, item in items:
+        by_port.setdefault(port, []).append(item)
+    frames = [
+        (port, [_buffer_item("bench", port, m) for m in port_items[i : i + 100]])
+        for port, port_items in by_port.items()
+        for i in range(0, len(port_items), 100)
+    ]
+    for start in range(0, len(frames), 100):
+        await asyncio.gather(
+            *(buffer.submit("bench", port, "cursor", f) for port, f in frames[start : start + 100])
+        )
+
+
+async def section_writer(server_url: str, redis_url: str, n: int) -> None:
+    """The real pipeline: messages through the ingest script into the ingest stream, then the
+    batch writer draining it alone, and with an indexer running beside it (yielding to the
+    writer while it is behind, the default, and not yielding)."""
+    variants: list[tuple[str, IndexerConfig | None]] = [
+        ("writer alone", None),
+        ("with the indexer (yields to the writer)", IndexerConfig()),
+        ("with the indexer, not yielding", IndexerConfig(yield_to_writer_ms=0)),
+    ]
+    alone = 0.0
+    for name, config in variants:
+        async with fresh_database(server_url) as url:
+            keys = Keys(f"bench-search-{uuid.uuid4().hex[:6]}:")
+            pool = await create_pool(url, size=6)
+            redis = aioredis.Redis.from_url(redis_url)
+            try:
+                buffer = IngestBuffer(redis, pool, keys, state_ttl_s=3600)
+                async with buffer.running():
+                    await fill(buffer, make_items(n, seed=11))
+                writer = BatchWriter(pool, redis, keys)
+                await writer.ensure_group()
+                indexer = Indexer(pool, redis, keys, config)
+                await indexer.ensure_group()
+                await redis.delete(f"{keys.index_stream}:catch-up")  # nothing written before
+                async with contextlib.AsyncExitStack() as stack:
+                    if config is not None:
+                        await stack.enter_async_context(indexer.running())
+                    with Timer() as drain:
+                        while await writer.step(block_ms=None):
+                            pass
+                    with Timer() as settle:
+                        if config is not None:
+                            await indexer.wait_idle()
+                assert writer.rows_written == n, (writer.rows_written, n)
+            finally:
+                await redis.delete(keys.stream, keys.index_stream)
+                await redis.aclose()
+                await pool.close()
+        rate = n / drain.seconds
+        alone = alone or rate
+        searchable = (
+            f"; all searchable {settle.seconds:.1f} s after the writer finished"
+            if config is not None
+            else ""
+        )
+        print(
+            f"  {name:<40} writer {rate:>7,.0f} rows/s ({drain.seconds:.1f} s),"
+            f" {rate / alone:.2f} of alone{searchable}"
+        )
+        sys.stdout.flush()
 
 
 def queries() -> list[tuple[str, str]]:
@@ -417,6 +497,9 @@ async def main_async(args: argparse.Namespace) -> None:
                 if "catch-up" in args.sections:
                     print("## 5. catch-up")
                     await section_catch_up(url, len(corpus.rows))
+        if "writer" in args.sections:
+            print(f"## 3b. the batch writer draining {args.writer_messages:,} messages")
+            await section_writer(server_url, redis_url, args.writer_messages)
         if "concurrent" in args.sections:
             print("## 3. ingest with the indexer running")
             await section_concurrent(
@@ -435,13 +518,14 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--burst-rows", type=int, default=300_000)
+    parser.add_argument("--writer-messages", type=int, default=200_000)
     parser.add_argument("--paced-rates", type=int, nargs="+", default=[1_000, 5_000, 10_000])
     parser.add_argument("--paced-seconds", type=float, default=15.0)
     parser.add_argument(
         "--sections",
         nargs="+",
-        default=["copy", "indexer", "search", "catch-up", "concurrent"],
-        choices=["copy", "indexer", "search", "catch-up", "concurrent"],
+        default=["copy", "indexer", "search", "catch-up", "concurrent", "writer"],
+        choices=["copy", "indexer", "search", "catch-up", "concurrent", "writer"],
     )
     args = parser.parse_args()
     asyncio.run(main_async(args))

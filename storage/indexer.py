@@ -6,7 +6,10 @@ consumer group in large batches, (re)indexes the keys' committed rows with one
 `INSERT ... SELECT search_document(content) ... ON CONFLICT DO UPDATE` per batch, and
 acknowledges (and deletes) the entries only after the commit. So ingest never waits for
 indexing: the writer's only cost is one XADD in a pipeline it sends anyway, and search lags
-ingest by the indexer's backlog, which the contract allows.
+ingest by the indexer's backlog, which the contract allows. Indexing costs more server CPU per
+row than the COPY itself (docs/search.md), so while the writers fall behind (their oldest
+unwritten entry is older than `yield_to_writer_ms`) the indexer waits: under a burst, ingest
+keeps its full rate and search catches up afterwards.
 
 * **Crash before the commit or between commit and XACK:** the entries stay pending; the same
   consumer re-reads them on restart, another claims them after `claim_idle_ms`. Indexing is
@@ -38,7 +41,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +75,11 @@ class IndexerConfig:
     claim_idle_ms: int = 30_000  # entries pending this long on another consumer are claimed
     check_s: float = 15.0  # how often to claim stale entries and look for trimmed ones
     catch_up_rows: int = 5_000  # messages scanned per catch-up statement
+    # Ingest first: while the oldest entry of the ingest stream (the writers' backlog) is older
+    # than this, the indexer and its catch-up wait, 50 ms at a time, instead of taking CPU and
+    # I/O from the writers. A writer keeping up writes every entry within its block time plus
+    # one batch (~50 + 100 ms). 0: never wait.
+    yield_to_writer_ms: int = 250
 
 
 class Indexer:
@@ -98,7 +106,8 @@ class Indexer:
         self.lag_s = 0.0
         self._on_batch = on_batch  # (rows written, lag_s) after each batch, for metrics
         self._keys_per_entry = 1.0  # moving mean, sizes the next read
-        self._catch_up: asyncio.Task[int] | None = None
+        self._catch_up: asyncio.Task[None] | None = None
+        self._catching_up = False  # set before the task starts, cleared as its last step
         self._indexed = asyncio.Condition()  # notified after every batch and idle read
 
     @property
@@ -141,9 +150,13 @@ class Indexer:
         next_check = 0.0
         behind = False  # the last read was full: more is waiting, the cap may trim it
         own_pending_first = True  # after a start or a failure, retry our own pending entries
+        recreate = False
         try:
             while not stop.is_set():
                 try:
+                    if recreate:
+                        await self.ensure_group()
+                        recreate, next_check = False, 0.0  # check now: a catch-up is owed
                     if time.monotonic() >= next_check:
                         await self._claim_stale()
                         next_check = time.monotonic() + self._config.check_s
@@ -153,15 +166,25 @@ class Indexer:
                     if own_pending_first:
                         own_pending_first = await self._index_own_pending()
                         continue
+                    if await self.writer_behind():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), 0.05)
+                        continue
                     wanted = self._entries_per_read()
                     read = await self.step(block_ms=self._config.block_ms)
                     behind = read >= wanted
                     if not read:
                         await self._notify()  # idle: other indexers may have done the rest
-                except Exception:
+                except Exception as exc:
+                    own_pending_first = True
+                    if isinstance(exc, ResponseError) and _group_missing(exc):
+                        # The stream is gone (Redis lost its data, or the key was deleted):
+                        # start over with a new group, which owes a catch-up.
+                        log.warning("index stream or its group is missing; recreating them")
+                        recreate = True
+                        continue
                     # PostgreSQL or Redis down, or a bug: search may lag, ingest must go on.
                     log.exception("indexer batch failed; retrying in 1 s")
-                    own_pending_first = True
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
         finally:
@@ -193,7 +216,7 @@ class Indexer:
     async def index(self, entries: list[Entry]) -> int:
         """Index the entries' keys (each once), then acknowledge and delete the entries;
         returns the rows written."""
-        keys = sorted({(k[0], k[1]) for _, fields in entries for k in orjson.loads(fields[b"k"])})
+        keys = sorted({key for entry in entries for key in _announced(entry)})
         self._keys_per_entry = 0.5 * self._keys_per_entry + 0.5 * max(len(keys) / len(entries), 1)
         written = 0
         step = self._config.batch_rows
@@ -212,13 +235,32 @@ class Indexer:
         await self._notify()
         return written
 
+    async def writer_behind(self) -> bool:
+        """Whether the batch writers are behind: the oldest entry they have not finished is
+        older than `yield_to_writer_ms` (by Redis's clock, which stamped it)."""
+        limit = self._config.yield_to_writer_ms
+        if limit <= 0:
+            return False
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xrange(self._keys.stream, count=1)
+        pipe.time()
+        oldest, (seconds, micros) = await pipe.execute()
+        return bool(oldest) and seconds * 1000 + micros // 1000 - _id_ms(oldest[0][0]) > limit
+
+    async def _until_writer_keeps_up(self) -> None:
+        # Polls: the writers' backlog is a Redis stream's length; nothing announces its drop.
+        while True:
+            if not await self.writer_behind():
+                return
+            await asyncio.sleep(0.05)
+
     async def backlog(self) -> int:
         """Entries not yet indexed: indexed entries are deleted, so the stream's length."""
         return int(await self._redis.xlen(self._keys.index_stream))
 
     @property
     def catching_up(self) -> bool:
-        return self._catch_up is not None and not self._catch_up.done()
+        return self._catching_up
 
     async def wait_idle(self) -> None:
         """Return once every entry appended so far is indexed (by this indexer or another)
@@ -235,24 +277,28 @@ class Indexer:
     def start_catch_up(self) -> None:
         """Start a background catch-up unless one is running; it clears the owed marker when
         it completes. Its outcome is logged."""
-        if self.catching_up:
+        if self._catching_up:
             return
+        self._catching_up = True
         self._catch_up = asyncio.create_task(self._run_catch_up(), name="search-catch-up")
 
-    async def _run_catch_up(self) -> int:
+    async def _run_catch_up(self) -> None:
         try:
-            indexed = await catch_up(self._pool, batch_rows=self._config.catch_up_rows)
+            indexed = await catch_up(
+                self._pool,
+                batch_rows=self._config.catch_up_rows,
+                between_batches=self._until_writer_keeps_up,
+            )
+            if indexed is not None:  # None: another process's catch-up holds the lock
+                await self._redis.delete(self._owed)
+                log.info("search catch-up done: %d rows indexed", indexed)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("search catch-up failed; it is retried at the next check")
-            return 0
         finally:
-            await self._notify()
-        if indexed is not None:
-            await self._redis.delete(self._owed)
-            log.info("search catch-up done: %d rows indexed", indexed)
-        return indexed or 0
+            self._catching_up = False
+            await self._notify()  # wait_idle may be waiting for this
 
     async def _check_lost_entries(self) -> None:
         """Start a catch-up if one is owed, or if entries went missing before the group read
@@ -328,15 +374,20 @@ class Indexer:
             self._indexed.notify_all()
 
 
-async def catch_up(pool: asyncpg.Pool, *, batch_rows: int = 5_000) -> int | None:
+async def catch_up(
+    pool: asyncpg.Pool,
+    *,
+    batch_rows: int = 5_000,
+    between_batches: Callable[[], Awaitable[None]] | None = None,
+) -> int | None:
     """Index every message missing from the search index or indexed at an older version,
-    scanning `messages` in primary-key order, `batch_rows` per statement; safe while ingest
-    and indexers run. Returns the rows indexed, or None when another catch-up holds the lock
-    (it does the work).
+    scanning `messages` in primary-key order, `batch_rows` per statement, awaiting
+    `between_batches` (if given) after each; safe while ingest and indexers run. Returns
+    the rows indexed, or None when another catch-up holds the lock (it does the work).
 
     This is the repair for lost index entries and the way to build the index for rows
     written before it existed (`chat-gateway reindex`); on a fully indexed table it only
-    reads keys (about a second per million messages).
+    compares versions (8 s per million messages on the benchmark VM, docs/search.md).
     """
     async with pool.acquire() as conn:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", CATCH_UP_LOCK):
@@ -351,6 +402,8 @@ async def catch_up(pool: asyncpg.Pool, *, batch_rows: int = 5_000) -> int | None
                     count, next_after = await _index_span_resilient(conn, after, batch_rows)
                 indexed += count
                 after = next_after
+                if between_batches is not None:
+                    await between_batches()
             return indexed
         finally:
             if not conn.is_closed():
@@ -397,6 +450,22 @@ def _entries(response: Any) -> list[Entry]:
     if isinstance(response, dict):
         return list(next(iter(response.values()))[0])
     return list(response[0][1])
+
+
+def _announced(entry: Entry) -> list[Key]:
+    """The (session_id, seq) keys an index entry announces; none (logged) if it is not one
+    the writer wrote, so a stray entry cannot stop the indexer."""
+    try:
+        return [(str(k[0]), int(k[1])) for k in orjson.loads(entry[1][b"k"])]
+    except (KeyError, IndexError, TypeError, ValueError):
+        log.error("index stream entry %r is not a list of keys; skipped", entry[0])
+        return []
+
+
+def _group_missing(exc: ResponseError) -> bool:
+    """The stream key or its consumer group does not exist (any more)."""
+    message = str(exc)  # NOGROUP, "no such key", or UNBLOCKED "... no longer exists"
+    return any(s in message for s in ("NOGROUP", "no such key", "no longer exists"))
 
 
 def _id_ms(entry_id: bytes | str) -> int:

@@ -55,8 +55,7 @@ def marked(result: dict[str, Any]) -> list[str]:
 async def test_results_are_ranked_with_a_highlighted_plain_text_snippet(
     gateway: RunningGateway, http: httpx.AsyncClient
 ) -> None:
-    """The message that is most about the words comes first; each result carries its ids, role,
-    time, rank and a plain-text snippet whose highlight offsets slice out the matches."""
+    """Best match first, with ids, rank and a plain-text snippet whose offsets slice the matches."""
     filler = " ".join(f"word{i}" for i in range(150))
     acks = await send_all(
         gateway,
@@ -154,8 +153,7 @@ async def test_edits_are_reindexed(gateway: RunningGateway, http: httpx.AsyncCli
 async def test_hostile_queries_get_a_clean_answer(
     gateway: RunningGateway, http: httpx.AsyncClient
 ) -> None:
-    """Operators, quotes, markup, unicode, emoji and huge queries give 200 with results or a
-    contract 400, never a 500; markup in a message comes back as plain text."""
+    """Operators, quotes, markup, unicode and huge queries get 200 or a contract 400, never 500."""
     await send_all(
         gateway,
         9440,
@@ -232,8 +230,7 @@ async def insert_unindexed(db: asyncpg.Pool, user: str, content: str) -> uuid.UU
 async def test_catch_up_indexes_rows_that_never_went_through_the_stream(
     gateway: RunningGateway, http: httpx.AsyncClient, db: asyncpg.Pool
 ) -> None:
-    """Rows written without an index-stream entry are found once `catch_up` has run; a second
-    run finds nothing left to do."""
+    """`catch_up` indexes rows that never had an index-stream entry, then has nothing left."""
     await searchable(gateway)  # the catch-up of the gateway's first start is over
     session_id = await insert_unindexed(db, gateway.settings.local_user, "platypus egg")
     assert await found(http, "platypus") == []
@@ -246,8 +243,7 @@ async def test_catch_up_indexes_rows_that_never_went_through_the_stream(
 async def test_indexer_catches_up_when_entries_were_trimmed_unread(
     db: asyncpg.Pool, redis: aioredis.Redis
 ) -> None:
-    """An indexer that finds entries trimmed before its group read them scans for the rows
-    they announced and indexes them."""
+    """Entries trimmed before the indexer read them make it catch up on the rows they named."""
     keys = Keys(f"t{uuid.uuid4().hex[:10]}:")
     indexer = Indexer(db, redis, keys, IndexerConfig(block_ms=20))
     assert await indexer.ensure_group() is True
@@ -267,6 +263,53 @@ async def test_indexer_catches_up_when_entries_were_trimmed_unread(
         await redis.delete(keys.index_stream)
 
 
+async def test_indexer_recreates_a_lost_stream_and_catches_up(
+    db: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    """A vanished index stream is recreated and caught up; a stray entry is skipped."""
+    keys = Keys(f"t{uuid.uuid4().hex[:10]}:")
+    indexer = Indexer(db, redis, keys, IndexerConfig(block_ms=20))
+    user = f"u{uuid.uuid4().hex[:10]}"
+    try:
+        async with indexer.running():
+            await asyncio.wait_for(indexer.wait_idle(), 15)
+            await redis.delete(keys.index_stream)
+            lost = await insert_unindexed(db, user, "echidna spines")
+            fresh = await insert_unindexed(db, user, "echidna eggs")
+            await redis.xadd(keys.index_stream, {"k": b"not json"})
+            await redis.xadd(keys.index_stream, {"k": orjson.dumps([[str(fresh), 1]])})
+            await asyncio.wait_for(indexer.wait_idle(), 15)
+        async with db.acquire() as conn:
+            hits = await search(conn, user, "echidna")
+        assert {hit.session_id for hit in hits} == {lost, fresh}
+    finally:
+        await redis.delete(keys.index_stream, f"{keys.index_stream}:catch-up")
+
+
+async def test_indexer_waits_while_the_writer_is_behind(
+    db: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    """The indexer yields while the writer is behind and indexes once it has caught up."""
+    keys = Keys(f"t{uuid.uuid4().hex[:10]}:")
+    indexer = Indexer(db, redis, keys, IndexerConfig(block_ms=20))
+    await indexer.ensure_group()
+    await redis.delete(f"{keys.index_stream}:catch-up")
+    user = f"u{uuid.uuid4().hex[:10]}"
+    session_id = await insert_unindexed(db, user, "wallaby hop")
+    await redis.xadd(keys.stream, {"r": "stuck"}, id="1-1")  # written in 1970: far behind
+    await redis.xadd(keys.index_stream, {"k": orjson.dumps([[str(session_id), 1]])})
+    try:
+        assert await indexer.writer_behind()
+        async with indexer.running():
+            await redis.delete(keys.stream)  # the writer caught up
+            assert not await indexer.writer_behind()
+            await asyncio.wait_for(indexer.wait_idle(), 15)
+        async with db.acquire() as conn:
+            assert [h.session_id for h in await search(conn, user, "wallaby")] == [session_id]
+    finally:
+        await redis.delete(keys.stream, keys.index_stream)
+
+
 def test_positive_terms_leave_out_negated_words() -> None:
     """Highlighting marks a query's words except those under a `!` (alone or grouped)."""
     assert positive_terms("'a' & !'b' & !( 'c' <-> 'd' ) & 'it''s'") == ["it's", "a"]
@@ -275,8 +318,7 @@ def test_positive_terms_leave_out_negated_words() -> None:
 
 
 def test_snippet_is_a_window_around_the_best_cluster() -> None:
-    """The snippet centres on the place with the most distinct terms, collapses whitespace
-    and marks whole words only."""
+    """The snippet centres on the most distinct terms, collapses spaces, marks whole words."""
     text = "alpha " + "x " * 300 + "alpha\n\nbeta gamma " + "y " * 300 + "betas"
     cut, spans = snippet(text, ["beta", "alpha", "gamma"])
     assert cut.startswith("…") and cut.endswith("…") and "\n" not in cut
