@@ -19,7 +19,10 @@ aggregates, as `verify-counts --fix` would, `verify-counts`' own check must find
 the measurement), and the search index is filled the way the indexer's catch-up does it.
 
 Before measuring, every file of the database is read once so the OS page cache holds it (a
-server whose RAM exceeds its data; PostgreSQL's own buffers stay at the embedded 128 MB).
+server whose RAM exceeds its data). PostgreSQL's own buffers (`shared_buffers`) are sized like
+a dedicated server's, a quarter of the RAM as PostgreSQL's documentation advises, unless
+`--shared-buffers` says otherwise (the embedded server's default for a local gateway is
+128MB); with BENCH_DATABASE_URL the server's own setting applies.
 Then each query runs `--requests` times (after 50 unrecorded), parameters drawn up front at
 random among `me`'s ports, sessions and search words: first directly against PostgreSQL by
 calling the storage functions the API calls, timing only their statements (asyncpg's query
@@ -552,6 +555,38 @@ async def warm_page_cache(conn: asyncpg.Connection) -> str:
     return f"{total / 2**30:.1f} GiB read into the page cache in {time.monotonic() - started:.0f} s"
 
 
+# What the list queries read, loaded into PostgreSQL's buffers in this order (pg_prewarm) when
+# they are large enough: the steady state of a server that has served these reads for a while.
+HOT_RELATIONS = ["sessions", "user_stats", "messages_pkey", "messages_port_newest", "messages"]
+
+
+async def warm_shared_buffers(conn: asyncpg.Connection) -> str:
+    """Load HOT_RELATIONS into shared_buffers, as far as they fit, with pg_prewarm; a sentence
+    on what was done (nothing if the extension is missing or the buffers hold less than the
+    relations: then the OS page cache serves them, as with the embedded default)."""
+    buffers = int(await conn.fetchval("SELECT setting::bigint * 8192 FROM pg_settings"
+                                      " WHERE name = 'shared_buffers'"))  # fmt: skip
+    sizes = await conn.fetch(
+        "SELECT relname, pg_relation_size(oid) AS size FROM pg_class"
+        " WHERE relname = ANY($1::text[]) AND relnamespace = 'public'::regnamespace",
+        HOT_RELATIONS,
+    )
+    total = sum(r["size"] for r in sizes)
+    if total > 0.9 * buffers:
+        return f"shared_buffers ({buffers / 2**30:.1f} GiB) not warmed: the hot relations take more"
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+    except asyncpg.PostgresError as exc:
+        return f"shared_buffers not warmed (pg_prewarm: {exc})"
+    started = time.monotonic()
+    for name in HOT_RELATIONS:
+        await conn.execute("SELECT pg_prewarm($1::regclass)", name)
+    return (
+        f"{total / 2**30:.1f} GiB of {', '.join(HOT_RELATIONS)} loaded into shared_buffers"
+        f" ({buffers / 2**30:.1f} GiB) in {time.monotonic() - started:.0f} s"
+    )
+
+
 def database_name(n: int, seed: int) -> str:
     """A kept database's name: changes with the data's shape and with every migration."""
     digest = hashlib.sha256(f"{DATA_VERSION}|{n}|{seed}".encode())
@@ -600,12 +635,14 @@ async def mark_complete(server_url: str, name: str, generated: Generated) -> Non
 
 
 @contextlib.contextmanager
-def kept_servers(folder: Path) -> Iterator[tuple[str, str]]:
+def kept_servers(folder: Path, shared_buffers: str = "128MB") -> Iterator[tuple[str, str]]:
     """Like `harness.servers`, but embedded servers keep their data in `folder`."""
     given_db, given_redis = os.environ.get("BENCH_DATABASE_URL"), os.environ.get("BENCH_REDIS_URL")
     folder.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        db = given_db or stack.enter_context(embedded_postgres(folder / "postgres"))
+        db = given_db or stack.enter_context(
+            embedded_postgres(folder / "postgres", shared_buffers=shared_buffers)
+        )
         rd = given_redis or stack.enter_context(embedded_redis(folder / "redis"))
         yield db, rd
 
@@ -1012,8 +1049,10 @@ class SizeResult:
     failed: list[str] = field(default_factory=list)  # keys of queries that missed a target
 
 
-def verdict(q: Query, sql: Measured | None, http: Measured | None) -> tuple[str, str]:
-    """(target, PASS/FAIL) of one row; a missing HTTP figure is judged on SQL alone."""
+def verdict(q: Query, n: int, sql: Measured | None, http: Measured | None) -> tuple[str, str]:
+    """(target, PASS/FAIL) of one row; a missing HTTP figure is judged on SQL alone. A target
+    set at a size is judged at that size and below (the list targets, set at 10M, hold at 1M
+    too); search's, set at 1M, is only reported above it."""
     s99, h99 = p99_ms(sql), p99_ms(http)
     if q.kind == "list":
         target = (
@@ -1023,6 +1062,8 @@ def verdict(q: Query, sql: Measured | None, http: Measured | None) -> tuple[str,
         ok = (s99 or 0) < LIST_SQL_P99_MS and (h99 or 0) < LIST_HTTP_P99_MS
     elif q.kind == "search":
         target = f"< {SEARCH_P99_MS:g} ms (set at {SEARCH_TARGET_AT // 10**6}M)"
+        if n > SEARCH_TARGET_AT:
+            return target, "not judged here"
         ok = (s99 or 0) < SEARCH_P99_MS and (h99 or 0) < SEARCH_P99_MS
     elif q.kind == "stats":
         return "same at every size", "see below"
@@ -1047,7 +1088,7 @@ def size_report(r: SizeResult, contents: Contents) -> list[str]:
     ]
     for q in r.qs:
         sql, http = r.sql.get(q.key), r.http.get(q.key)
-        target, result = verdict(q, sql, http)
+        target, result = verdict(q, r.n, sql, http)
         if result == "FAIL":
             r.failed.append(q.key)
         counts = "/".join(str(len(m.ns)) for m in (sql, http) if m)
@@ -1140,14 +1181,24 @@ async def database(
 
 
 async def main_async(
-    sizes: list[int], requests: int, keep: bool, data_dir: Path, seed: int, budget_s: float
+    sizes: list[int],
+    requests: int,
+    keep: bool,
+    data_dir: Path,
+    seed: int,
+    budget_s: float,
+    shared_buffers: str,
 ) -> None:
     print(f"# API and SQL latency on large tables; {machine()}")
+    if "BENCH_DATABASE_URL" not in os.environ:
+        print(f"# embedded PostgreSQL with shared_buffers={shared_buffers}")
     print(f"# {requests} requests per query and mode after {WARMUP} unrecorded")
     search = search_support()
     contents = content_pool(random.Random(seed))
     results: list[SizeResult] = []
-    with kept_servers(data_dir) if keep else servers() as (server_url, redis_url):
+    with (
+        kept_servers(data_dir, shared_buffers) if keep else servers(shared_buffers)
+    ) as (server_url, redis_url):
         for n in sizes:
             async with database(server_url, n, seed, keep) as (url, done):
                 generated = done
@@ -1164,6 +1215,7 @@ async def main_async(
                 conn = await asyncpg.connect(url)
                 try:
                     warmed = await warm_page_cache(conn)
+                    warmed += "; " + await warm_shared_buffers(conn)
                 finally:
                     await conn.close()
                 print(f"  {warmed}", file=sys.stderr, flush=True)
@@ -1201,6 +1253,11 @@ def main() -> None:
         help="where --keep's embedded servers keep their data",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1, help="of the generated data (default 1)")
+    quarter = f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') // 4 // 2**20}MB"
+    parser.add_argument(
+        "--shared-buffers", default=quarter,
+        help=f"the embedded PostgreSQL's shared_buffers (default a quarter of the RAM: {quarter})",
+    )  # fmt: skip
     parser.add_argument(
         "--budget", type=float, default=120.0,
         help="seconds one query may take per mode; fewer requests are recorded past it",
@@ -1212,7 +1269,7 @@ def main() -> None:
         runner.run(
             main_async(
                 sorted(args.messages), args.requests, args.keep, args.data_dir, args.seed,
-                args.budget,
+                args.budget, args.shared_buffers,
             )
         )  # fmt: skip
 

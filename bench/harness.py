@@ -22,14 +22,16 @@ from storage.embedded import embedded_postgres, embedded_redis
 
 
 @contextlib.contextmanager
-def servers() -> Iterator[tuple[str, str]]:
+def servers(shared_buffers: str = "128MB") -> Iterator[tuple[str, str]]:
     """(database server URL, Redis URL): BENCH_DATABASE_URL / BENCH_REDIS_URL, else embedded
     servers in a throw-away folder."""
     given_db, given_redis = os.environ.get("BENCH_DATABASE_URL"), os.environ.get("BENCH_REDIS_URL")
     with tempfile.TemporaryDirectory(prefix="cg-bench-") as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
         folder.chmod(0o755)  # as root, the embedded PostgreSQL runs as nobody
-        db = given_db or stack.enter_context(embedded_postgres(folder / "postgres"))
+        db = given_db or stack.enter_context(
+            embedded_postgres(folder / "postgres", shared_buffers=shared_buffers)
+        )
         rd = given_redis or stack.enter_context(embedded_redis(folder / "redis"))
         yield db, rd
 

@@ -53,7 +53,7 @@ import redis.asyncio as aioredis
 
 from bench.harness import Timer, fresh_database, machine, servers
 from bench.writer_throughput import make_items
-from gateway.ingest import _buffer_item
+from gateway.ingest import buffer_item
 from gateway.protocol import MessageItem
 from storage.buffer import IngestBuffer
 from storage.db import Connection, create_pool
@@ -344,7 +344,7 @@ async def fill(buffer: IngestBuffer, items: list[tuple[int, MessageItem]]) -> No
     for port, item in items:
         by_port.setdefault(port, []).append(item)
     frames = [
-        (port, [_buffer_item("bench", port, m) for m in port_items[i : i + 100]])
+        (port, [buffer_item("bench", port, m) for m in port_items[i : i + 100]])
         for port, port_items in by_port.items()
         for i in range(0, len(port_items), 100)
     ]

@@ -23,13 +23,14 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from bench.harness import Timer, content_of_realistic_length, fresh_database, machine, servers
-from gateway.ingest import _buffer_item
+from gateway.ingest import buffer_item
 from gateway.protocol import MessageItem
 from storage.buffer import IngestBuffer
 from storage.db import create_pool
 from storage.dedup import content_hash, dedup_key
 from storage.keys import Keys
-from storage.writer import COLUMNS, BatchWriter, Entry, WriterConfig, _Batch
+from storage.streams import Entry
+from storage.writer import COLUMNS, BatchWriter, WriterConfig, _Batch
 
 SESSIONS = 20
 
@@ -73,7 +74,7 @@ async def fill_stream(
         for port, port_items in by_port.items():
             for start in range(0, len(port_items), per_frame):
                 chunk = port_items[start : start + per_frame]
-                frame = [_buffer_item("bench", port, m) for m in chunk]
+                frame = [buffer_item("bench", port, m) for m in chunk]
                 futures.append(buffer.submit("bench", port, "cursor", frame))
                 if len(futures) % 200 == 0:
                     await asyncio.sleep(0)  # let the flusher batch, as a busy loop would

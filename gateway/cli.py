@@ -1,4 +1,5 @@
-"""The `chat-gateway` command line: serve, writer, migrate, verify-counts, archive, token.
+"""The `chat-gateway` command line: serve, writer, migrate, verify-counts, archive, reindex,
+token.
 
 With no database or Redis URL, `serve` starts an embedded PostgreSQL and Valkey under the data
 folder and records their URLs in `<data>/servers.json` while it runs, so `chat-gateway writer`
@@ -31,9 +32,10 @@ from gateway.connection import VERSION
 from gateway.logs import configure_logging
 from gateway.server import uvicorn_config, uvicorn_options
 from gateway.settings import Settings
-from storage import migrate, sessions, stats
+from storage import indexer, migrate, sessions, stats
 from storage.buffer import forget_active
 from storage.embedded import EmbeddedServerError, embedded_postgres, embedded_redis
+from storage.indexer import Indexer
 from storage.keys import Keys
 from storage.writer import BatchWriter, WriterConfig
 
@@ -144,6 +146,16 @@ def _parser() -> argparse.ArgumentParser:
     archive.add_argument("--batch", type=int, default=500, help="sessions per transaction")
     archive.set_defaults(handler=_archive)
 
+    reindex = sub.add_parser(
+        "reindex",
+        parents=[common],
+        help="index for search every message missing from the index (safe while serving)",
+    )
+    reindex.add_argument(
+        "--batch", type=int, default=5_000, help="messages scanned per statement (default 5000)"
+    )
+    reindex.set_defaults(handler=_reindex)
+
     token = sub.add_parser(
         "token", help="print a signed token for a user (needs GATEWAY_AUTH_SECRET)"
     )
@@ -212,6 +224,40 @@ async def _run_archive(settings: Settings, older_than_s: int, batch: int) -> int
         await redis.aclose()
         await conn.close()
     return archived
+
+
+def _reindex(settings: Settings, args: argparse.Namespace) -> None:
+    if args.batch < 1:
+        raise SystemExit("--batch must be at least 1")
+    with _servers(settings, publish=False, redis=False) as settings:
+        indexed = asyncio.run(_run_reindex(settings.database_url, args.batch))
+    if indexed is None:
+        raise SystemExit("another catch-up (a gateway's indexer or a reindex) is running")
+    print(f"indexed {indexed} message(s) for search")
+
+
+async def _run_reindex(dsn: str, batch: int) -> int | None:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            # An estimate (the planner's row count): counting would scan the table once more.
+            estimate = int(
+                await conn.fetchval(
+                    "SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'messages'::regclass"
+                )
+            )
+        report, batches = _progress("messages scanned"), 0
+
+        async def step() -> None:
+            nonlocal batches
+            batches += 1
+            scanned = batches * batch
+            report(min(scanned, estimate) if estimate else scanned, max(estimate, scanned))
+
+        return await indexer.catch_up(pool, batch_rows=batch, between_batches=step)
+    finally:
+        await pool.close()
+        print(file=sys.stderr)
 
 
 def _progress(what: str) -> Callable[[int, int], None]:
@@ -284,13 +330,15 @@ async def _run_writer(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    # The writer's connection and the indexer's, plus one for a catch-up the indexer starts.
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
     redis = aioredis.Redis.from_url(settings.redis_url)
+    keys = Keys(settings.key_prefix)
     try:
         writer = BatchWriter(
             pool,
             redis,
-            Keys(settings.key_prefix),
+            keys,
             WriterConfig(
                 batch_entries=settings.writer_batch_entries,
                 block_ms=settings.writer_block_ms,
@@ -299,7 +347,8 @@ async def _run_writer(settings: Settings) -> None:
         )
         await writer.ensure_group()
         log.info("writer %s running; Ctrl-C drains and stops", writer.consumer)
-        await writer.run(stop)
+        async with Indexer(pool, redis, keys).running():  # search indexing, off the ingest path
+            await writer.run(stop)
         log.info("writer stopped after writing %d rows", writer.rows_written)
     finally:
         await redis.aclose()

@@ -48,7 +48,7 @@ class Ingestor:
 
     def start_ingest(self, user_id: str, command: Ingest) -> Coroutine[Any, Any, str]:
         """Submit the frame's items now; the returned coroutine yields its `ack` frame."""
-        items = [_buffer_item(user_id, command.port, item) for item in command.items]
+        items = [buffer_item(user_id, command.port, item) for item in command.items]
         notify, persisted = self.waiter.expect() if command.durable else ("", None)
         ide_type = command.ide_type or ide_type_for_port(command.port)
         submitted = self.buffer.submit(user_id, command.port, ide_type, items, notify)
@@ -165,7 +165,8 @@ class Ingestor:
         await pipe.execute()
 
 
-def _buffer_item(user_id: str, port: int, item: MessageItem) -> BufferItem:
+def buffer_item(user_id: str, port: int, item: MessageItem) -> BufferItem:
+    """The item as the ingest buffer takes it, with a fresh id and its row encoded once."""
     message_id = new_id()
     row = orjson.dumps(
         {

@@ -24,6 +24,9 @@ from gateway.api import MAX_PAGE, MAX_SEQ
 from gateway.connection import VERSION
 from gateway.errors import ErrorCode
 from gateway.protocol import CONTENT_TYPES, MAX_CLIENT_ID_CHARS, MAX_TITLE_CHARS, ROLES, SOURCES
+from gateway.search_api import DEFAULT_RESULTS as DEFAULT_SEARCH_RESULTS
+from gateway.search_api import MAX_QUERY_CHARS as MAX_SEARCH_QUERY_CHARS
+from gateway.search_api import MAX_SEARCH_RESULTS
 
 JSON = "application/json"
 MAX_PORT = 65535
@@ -31,10 +34,6 @@ MAX_PORT = 65535
 MAX_SESSIONS_PAGE = 200
 DEFAULT_SESSIONS_PAGE = 50
 DEFAULT_MESSAGES_PAGE = 100
-# As in gateway/search_api.py.
-MAX_SEARCH_QUERY_CHARS = 1000
-MAX_SEARCH_RESULTS = 100
-DEFAULT_SEARCH_RESULTS = 20
 
 Schema = dict[str, Any]
 

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 _MAX_RESOLVE_ROUNDS = 3
+# Most message bytes in one script call. The whole queue of a tick goes in one call, and a
+# Lua script holds Redis for its whole run: thousands of connections each with frames in
+# flight could otherwise send one call of gigabytes (past Redis's 512 MB argument limit)
+# and stall every other client meanwhile. Calls are made one after another, in order.
+MAX_CALL_BYTES = 4 * 1024 * 1024
 
 
 class BufferUnavailable(Exception):
@@ -95,6 +100,7 @@ class IngestBuffer:
         keys: Keys,
         *,
         state_ttl_s: int,
+        max_call_bytes: int = MAX_CALL_BYTES,
     ) -> None:
         self._redis = redis
         self._pool = pool
@@ -106,6 +112,8 @@ class IngestBuffer:
         # caps the frames it has in flight (Settings.max_inflight_frames).
         self._queue: list[_Request] = []
         self._wake = asyncio.Event()
+        self._max_call_bytes = max_call_bytes
+        self.script_calls = 0  # ingest script calls made: for tests and benchmarks
 
     def submit(
         self,
@@ -144,7 +152,26 @@ class IngestBuffer:
             await self._wake.wait()
             await self._flush_safely(self._take())
 
-    async def _flush_safely(self, batch: list[_Request]) -> None:
+    async def _flush_safely(self, requests: list[_Request]) -> None:
+        for batch in self._calls(requests):
+            await self._flush_batch_safely(batch)
+
+    def _calls(self, requests: list[_Request]) -> Iterator[list[_Request]]:
+        """The requests cut, in order, into script calls of at most `max_call_bytes` of
+        messages each (a larger request alone)."""
+        batch: list[_Request] = []
+        size = 0
+        for request in requests:
+            request_size = sum(len(i.row_tail) + len(i.dedup_key) for i in request.items)
+            if batch and size + request_size > self._max_call_bytes:
+                yield batch
+                batch, size = [], 0
+            batch.append(request)
+            size += request_size
+        if batch:
+            yield batch
+
+    async def _flush_batch_safely(self, batch: list[_Request]) -> None:
         try:
             await self._flush(batch)
         except Exception as exc:
@@ -158,6 +185,7 @@ class IngestBuffer:
         for _ in range(_MAX_RESOLVE_ROUNDS):
             if not todo:
                 return
+            self.script_calls += 1
             replies = orjson.loads(await self._ingest(args=[self._arguments(todo)]))
             retry: list[_Request] = []
             unresolved: dict[tuple[str, int], _Request] = {}

@@ -106,11 +106,14 @@ class _Account:
 
 
 @contextmanager
-def embedded_postgres(data_dir: Path, *, port: int | None = None) -> Iterator[str]:
+def embedded_postgres(
+    data_dir: Path, *, port: int | None = None, shared_buffers: str = "128MB"
+) -> Iterator[str]:
     """Run PostgreSQL on 127.0.0.1 with its cluster in `data_dir`; yield the `gateway` DSN.
 
     The first start creates the cluster (superuser and database `gateway`, a random password
     kept 0600 in the data dir); later starts reuse it. `port=None` picks a free port.
+    `shared_buffers` stays small for a local gateway; benchmarks size it like a server.
     Blocks until the server accepts connections, so call it before starting an event loop or
     from one (it runs no asyncio code). Enter it from a thread that outlives the server, such as
     the main thread: Linux sends the parent-death signal when the *thread* that forked exits.
@@ -135,7 +138,7 @@ def embedded_postgres(data_dir: Path, *, port: int | None = None) -> Iterator[st
         "-c", "logging_collector=off",  # stderr goes to our log file
         "-c", "fsync=on",  # `durable: true` promises survive a power cut
         "-c", "max_connections=200",
-        "-c", "shared_buffers=128MB",
+        "-c", f"shared_buffers={shared_buffers}",
     ]  # fmt: skip
     log_path = cluster / _PG_LOG_FILE
     proc, log_offset = _spawn(

@@ -37,22 +37,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
-from storage import search
+from storage import search, streams
 from storage.db import Connection
 from storage.keys import Keys
+from storage.streams import Entry
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +58,6 @@ INDEX_GROUP = "indexers"
 CATCH_UP_LOCK = 0x63686174_73726368
 _FIRST_KEY = (uuid.UUID(int=0), 0)
 
-Entry = tuple[bytes, dict[bytes, bytes]]  # fields None: deleted while pending
 Key = tuple[str, int]
 
 
@@ -99,7 +95,7 @@ class Indexer:
         self._redis = redis
         self._keys = keys
         self._config = config or IndexerConfig()
-        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.consumer = consumer or streams.consumer_name()
         self.rows_indexed = 0
         # Age of the oldest entry of the last batch when it was committed: how far search
         # lagged behind the writer's commit. For metrics and the benchmark.
@@ -118,13 +114,7 @@ class Indexer:
     async def ensure_group(self) -> bool:
         """Create the consumer group at the start of the stream; True if this created it
         (then the rows written before it existed need a catch-up)."""
-        try:
-            await self._redis.xgroup_create(
-                self._keys.index_stream, INDEX_GROUP, id="0", mkstream=True
-            )
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        if not await streams.create_group(self._redis, self._keys.index_stream, INDEX_GROUP):
             return False
         await self._redis.set(self._owed, "group created")
         return True
@@ -177,7 +167,7 @@ class Indexer:
                         await self._notify()  # idle: other indexers may have done the rest
                 except Exception as exc:
                     own_pending_first = True
-                    if isinstance(exc, ResponseError) and _group_missing(exc):
+                    if streams.group_missing(exc):
                         # The stream is gone (Redis lost its data, or the key was deleted):
                         # start over with a new group, which owes a catch-up.
                         log.warning("index stream or its group is missing; recreating them")
@@ -202,7 +192,7 @@ class Indexer:
             count=self._entries_per_read(),
             block=block_ms,
         )
-        entries = await self._present(_entries(response))
+        entries = await self._present(streams.entries(response))
         if entries:
             await self.index(entries)
         return len(entries)
@@ -228,7 +218,7 @@ class Indexer:
         pipe.xack(self._keys.index_stream, INDEX_GROUP, *ids)
         pipe.xdel(self._keys.index_stream, *ids)
         await pipe.execute()
-        self.lag_s = max(0.0, time.time() - _id_ms(ids[0]) / 1000)
+        self.lag_s = max(0.0, time.time() - streams.id_ms(ids[0]) / 1000)
         self.rows_indexed += written
         if self._on_batch is not None:
             self._on_batch(written, self.lag_s)
@@ -245,7 +235,8 @@ class Indexer:
         pipe.xrange(self._keys.stream, count=1)
         pipe.time()
         oldest, (seconds, micros) = await pipe.execute()
-        return bool(oldest) and seconds * 1000 + micros // 1000 - _id_ms(oldest[0][0]) > limit
+        now_ms = seconds * 1000 + micros // 1000
+        return bool(oldest) and now_ms - streams.id_ms(oldest[0][0]) > limit
 
     async def _until_writer_keeps_up(self) -> None:
         # Polls: the writers' backlog is a Redis stream's length; nothing announces its drop.
@@ -308,7 +299,7 @@ class Indexer:
         pipe.xinfo_stream(self._keys.index_stream)
         pipe.xinfo_groups(self._keys.index_stream)
         stream, groups = await pipe.execute()
-        group = next((g for g in groups if _text(g["name"]) == INDEX_GROUP), None)
+        group = next((g for g in groups if streams.text(g["name"]) == INDEX_GROUP), None)
         added = stream.get("entries-added")  # None before Redis 7: no detection
         if group is not None and added is not None:
             unread = added - (group.get("entries-read") or 0)
@@ -337,7 +328,7 @@ class Indexer:
             {self._keys.index_stream: "0"},
             count=self._entries_per_read(),
         )
-        entries = await self._present(_entries(response))
+        entries = await self._present(streams.entries(response))
         if entries:
             await self.index(entries)
         return bool(entries)
@@ -354,7 +345,7 @@ class Indexer:
                 start_id=cursor,
                 count=self._entries_per_read(),
             )
-            cursor, entries = _text(reply[0]), [e for e in reply[1] if e[1] is not None]
+            cursor, entries = streams.text(reply[0]), [e for e in reply[1] if e[1] is not None]
             if len(reply) > 2 and reply[2]:  # pending entries trimmed: their keys are lost
                 log.warning("%d stale index entries were trimmed; catching up", len(reply[2]))
                 await self._redis.set(self._owed, "pending entries trimmed")
@@ -442,16 +433,6 @@ async def _index_resilient(conn: Connection, keys: Sequence[Key]) -> int:
         return await _index_resilient(conn, keys[:half]) + await _index_resilient(conn, keys[half:])
 
 
-def _entries(response: Any) -> list[Entry]:
-    """The entries of an XREADGROUP reply on one stream (redis-py gives a list or a dict);
-    a pending entry deleted since it was delivered comes with None for its fields."""
-    if not response:
-        return []
-    if isinstance(response, dict):
-        return list(next(iter(response.values()))[0])
-    return list(response[0][1])
-
-
 def _announced(entry: Entry) -> list[Key]:
     """The (session_id, seq) keys an index entry announces; none (logged) if it is not one
     the writer wrote, so a stray entry cannot stop the indexer."""
@@ -462,16 +443,3 @@ def _announced(entry: Entry) -> list[Key]:
         return []
 
 
-def _group_missing(exc: ResponseError) -> bool:
-    """The stream key or its consumer group does not exist (any more)."""
-    message = str(exc)  # NOGROUP, "no such key", or UNBLOCKED "... no longer exists"
-    return any(s in message for s in ("NOGROUP", "no such key", "no longer exists"))
-
-
-def _id_ms(entry_id: bytes | str) -> int:
-    """The Unix milliseconds of a stream entry id (`<ms>-<n>`)."""
-    return int(_text(entry_id).partition("-")[0])
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -43,6 +43,9 @@ async def last_seq(conn: Connection, redis: aioredis.Redis, keys: Keys, session_
     return int(found or 0)
 
 
+_SEQ_MAX = 2**63 - 1  # messages.seq is a bigint
+
+
 async def session_messages(
     conn: Connection,
     redis: aioredis.Redis,
@@ -74,10 +77,17 @@ async def session_messages(
     raw, raw_edits = await pipe.execute()
     buffered = {row["seq"]: row for row in map(_buffered_message, raw)}
     edits = [_buffered_message(row) for row in raw_edits.values()]
-    where = " AND seq > $2" + (" AND seq < $3" if high is not None else "")
+    # Always both bounds: PostgreSQL's generic plan (asyncpg prepares every statement, and the
+    # server switches to the generic plan after five runs) estimates `seq > $2` alone at a
+    # third of a session and reads every row past it through a bitmap scan plus a sort; a
+    # range `seq > $2 AND seq < $3` it estimates small and walks the primary key in order.
     order = " ORDER BY seq DESC" if backwards else " ORDER BY seq"
-    args: list[Any] = [session_id, low] + ([high] if high is not None else [])
-    records = await conn.fetch(_SELECT + where + order + f" LIMIT {limit + 1}", *args)
+    records = await conn.fetch(
+        _SELECT + " AND seq > $2 AND seq < $3" + order + f" LIMIT {limit + 1}",
+        session_id,
+        low,
+        high if high is not None else _SEQ_MAX,
+    )
     merged = {r["seq"]: _stored_message(r) for r in records}
     merged.update(buffered)
     for edit in edits:  # the newest version of a message still being written

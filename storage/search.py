@@ -87,10 +87,15 @@ _SEARCH_ALL = _SEARCH.format(normalization=_RANK_NORMALIZATION, candidates=CANDI
 _SEARCH_PORT = _SEARCH.format(
     normalization=_RANK_NORMALIZATION, candidates=CANDIDATES, port=" AND s.port = $4"
 )
-# The query as the index reads it, and custom plans for the rest of the transaction: a generic
+# The query as the index reads it, and for the rest of the transaction: custom plans (a generic
 # plan cannot see how common the query's words are, and the best plan for a word in half the
-# messages (walk the newest) is the worst for a rare one (ask the GIN index).
-_PREPARE = "SELECT search_query($1)::text, set_config('plan_cache_mode', 'force_custom_plan', true)"
+# messages, walk the newest, is the worst for a rare one, ask the GIN index) and room for an
+# exact bitmap (with the default 4MB, a word in ~100k of 10M messages made the bitmap lossy:
+# every row of its pages rechecked, 80 ms; with 16MB, 59 ms: docs/benchmarks.md).
+_PREPARE = (
+    "SELECT search_query($1)::text, set_config('plan_cache_mode', 'force_custom_plan', true),"
+    " set_config('work_mem', '16MB', true)"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,10 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,13 +30,14 @@ from typing import Any
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
+from storage import streams
 from storage.db import Connection
 from storage.keys import WRITER_GROUP, Keys
 from storage.scripts import lua
 from storage.sessions import COLUMNS as SESSION_COLUMNS
 from storage.sessions import Session, session_event, session_from
+from storage.streams import Entry
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +59,6 @@ COLUMNS = (
     "metadata",
 )
 
-Entry = tuple[bytes, dict[bytes, bytes]]
 # Batches kept in the search index stream when no indexer reads it (~ minutes of traffic).
 INDEX_STREAM_MAXLEN = 100_000
 
@@ -104,7 +101,7 @@ class BatchWriter:
         self._redis = redis
         self._keys = keys
         self._config = config or WriterConfig()
-        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.consumer = consumer or streams.consumer_name()
         self.rows_written = 0
         self._on_batch = on_batch  # (rows inserted, seconds) after each batch, for metrics
         self._rows_per_entry = 1.0  # moving mean, sizes the next read
@@ -114,11 +111,7 @@ class BatchWriter:
     async def ensure_group(self) -> None:
         """Create the consumer group at the start of the stream (`0`), so entries appended
         before any writer existed are written too."""
-        try:
-            await self._redis.xgroup_create(self._keys.stream, WRITER_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await streams.create_group(self._redis, self._keys.stream, WRITER_GROUP)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[BatchWriter]:
@@ -146,11 +139,18 @@ class BatchWriter:
                     continue
                 if not await self.step(block_ms=self._config.block_ms):
                     await self._notify()  # idle: other writers may have drained the stream
-            except Exception:
+            except Exception as exc:
+                own_pending_first = True
+                if streams.group_missing(exc):
+                    # Redis lost the stream (a restart without its data, a deleted key): the
+                    # gateway's next XADD creates a new stream; a group at its start reads it.
+                    log.warning("ingest stream or writer group missing; recreating the group")
+                    with contextlib.suppress(Exception):
+                        await self.ensure_group()
+                        continue
                 # Whatever failed (PostgreSQL or Redis down, a bug), the writer must not die
                 # while the gateway keeps acking: log, back off, retry its own pending first.
                 log.exception("writer batch failed; retrying in 1 s")
-                own_pending_first = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)  # back off, but stop promptly
         try:
@@ -167,7 +167,7 @@ class BatchWriter:
             count=self._entries_per_read(),
             block=block_ms,
         )
-        entries = _entries(response)
+        entries = _unread(response)
         if entries:
             await self.write(entries)
         return len(entries)
@@ -186,7 +186,7 @@ class BatchWriter:
             {self._keys.stream: "0"},
             count=self._entries_per_read(),
         )
-        entries = _entries(response)
+        entries = _unread(response)
         if entries:
             await self.write(entries)
         return bool(entries)
@@ -204,7 +204,7 @@ class BatchWriter:
                 start_id=cursor,
                 count=self._entries_per_read(),
             )
-            cursor, entries = _text(reply[0]), [e for e in reply[1] if e[1] is not None]
+            cursor, entries = streams.text(reply[0]), [e for e in reply[1] if e[1] is not None]
             if entries:
                 log.warning("claimed %d stale entries from a dead writer", len(entries))
                 await self.write(entries)
@@ -500,14 +500,6 @@ def _runs(seqs: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _entries(response: Any) -> list[Entry]:
-    """The entries of an XREADGROUP reply on one stream (redis-py gives a list or a dict)."""
-    if not response:
-        return []
-    if isinstance(response, dict):
-        return [e for e in next(iter(response.values()))[0] if e[1] is not None]
-    return [e for e in response[0][1] if e[1] is not None]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _unread(response: Any) -> list[Entry]:
+    """The entries of an XREADGROUP reply, less pending ones deleted since their delivery."""
+    return [e for e in streams.entries(response) if e[1] is not None]

@@ -1,10 +1,40 @@
-"""Waiting on real processes in tests: liveness from /proc, exits through pidfds."""
+"""Real processes in tests: running `chat-gateway` commands, liveness from /proc, exits
+through pidfds."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
+
+CHAT_GATEWAY = Path(sys.executable).parent / "chat-gateway"
+COMMAND_TIMEOUT = 60.0
+
+
+def command_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any GATEWAY_* setting, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    return env | extra
+
+
+async def run_command(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run `chat-gateway *args` to completion; return its exit code, stdout and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        CHAT_GATEWAY, *args, cwd=cwd, env=env or command_env(),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT)
+    finally:
+        if proc.returncode is None:  # timed out: do not leave it running
+            proc.kill()
+            await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 def alive(pid: int) -> bool:

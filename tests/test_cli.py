@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,38 +24,13 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
 from storage import migrate
-from tests.processes import alive, exited
+from tests.processes import CHAT_GATEWAY, alive, command_env, exited, run_command
 
-CHAT_GATEWAY = Path(sys.executable).parent / "chat-gateway"
 # The first start on a machine copies the PostgreSQL binaries and runs initdb: allow for it.
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
-COMMAND_TIMEOUT = 30.0
 IO_TIMEOUT = 10.0
 _RUNNING = re.compile(r"Uvicorn running on (http://\S+)")
-
-
-def _env(**extra: str) -> dict[str, str]:
-    """This process's environment without any GATEWAY_* setting, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    return env | extra
-
-
-async def _run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run `chat-gateway *args` to completion; return its exit code, stdout and stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        CHAT_GATEWAY, *args, cwd=cwd, env=env or _env(),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT)
-    finally:
-        if proc.returncode is None:  # timed out: do not leave it running
-            proc.kill()
-            await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 @dataclass
@@ -93,7 +67,7 @@ async def serving(cwd: Path, *args: str, env: dict[str, str] | None = None) -> A
     once those servers are gone, so the data folder can be deleted.
     """
     proc = await asyncio.create_subprocess_exec(
-        CHAT_GATEWAY, "serve", "--port", "0", *args, cwd=cwd, env=_env(**(env or {})),
+        CHAT_GATEWAY, "serve", "--port", "0", *args, cwd=cwd, env=command_env(**(env or {})),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -248,7 +222,7 @@ async def test_serve_exits_0_on_a_stop_signal(workdir: Path, sig: signal.Signals
 async def test_migrate_status_beside_a_running_serve(workdir: Path) -> None:
     """migrate --status next to a running serve reads servers.json and lists all as applied."""
     async with serving(workdir):
-        code, out, err = await _run("migrate", "--status", cwd=workdir)
+        code, out, err = await run_command("migrate", "--status", cwd=workdir)
     assert code == 0, err
     assert "using the embedded servers of the running `serve`" in err
     assert "starting embedded" not in err  # no second PostgreSQL on the same data
@@ -264,7 +238,7 @@ async def test_migrate_status_beside_a_running_serve(workdir: Path) -> None:
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])
 async def test_serve_refuses_a_public_interface_without_auth(workdir: Path, host: str) -> None:
     """serve --host on a non-loopback address with no GATEWAY_AUTH_SECRET exits at once."""
-    code, _, err = await _run("serve", "--host", host, "--port", "0", cwd=workdir)
+    code, _, err = await run_command("serve", "--host", host, "--port", "0", cwd=workdir)
     assert code != 0
     assert f"refusing to bind {host}" in err and "loopback" in err, err
     assert "starting embedded" not in err
@@ -277,16 +251,32 @@ _COMMON_FLAGS = ["--database-url", "--redis-url", "--data-dir", "--log-level"]
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        ((), ["serve", "writer", "migrate", "--version"]),
+        (
+            (),
+            ["serve", "writer", "migrate", "verify-counts", "archive", "reindex", "token"],
+        ),
         (("serve",), [*_COMMON_FLAGS, "--host", "--port", "--workers", "--no-writer"]),
         (("writer",), _COMMON_FLAGS),
         (("migrate",), [*_COMMON_FLAGS, "--status"]),
+        (("verify-counts",), [*_COMMON_FLAGS, "--fix"]),
+        (("archive",), [*_COMMON_FLAGS, "--older-than", "--batch"]),
+        (("reindex",), [*_COMMON_FLAGS, "--batch"]),
+        (("token",), ["--user", "--ttl"]),
     ],
-    ids=["chat-gateway", "serve", "writer", "migrate"],
+    ids=[
+        "chat-gateway",
+        "serve",
+        "writer",
+        "migrate",
+        "verify-counts",
+        "archive",
+        "reindex",
+        "token",
+    ],
 )
 async def test_help(workdir: Path, args: tuple[str, ...], expected: list[str]) -> None:
     """--help exits 0 and names every flag of the (sub)command."""
-    code, out, err = await _run(*args, "--help", cwd=workdir)
+    code, out, err = await run_command(*args, "--help", cwd=workdir)
     assert code == 0, err
     assert out.startswith("usage: chat-gateway")
     missing = [flag for flag in expected if flag not in out]
@@ -297,7 +287,9 @@ async def test_migrate_on_a_migrated_database_applies_nothing(
     workdir: Path, database_url: str
 ) -> None:
     """migrate against GATEWAY_DATABASE_URL, already migrated by the suite, applies nothing."""
-    code, out, err = await _run("migrate", cwd=workdir, env=_env(GATEWAY_DATABASE_URL=database_url))
+    code, out, err = await run_command(
+        "migrate", cwd=workdir, env=command_env(GATEWAY_DATABASE_URL=database_url)
+    )
     assert code == 0, err
     assert out.strip() == "nothing to apply"
     assert "starting embedded" not in err
@@ -310,7 +302,7 @@ async def test_two_workers_and_a_separate_writer(workdir: Path) -> None:
     writer has committed them, and the writer stops cleanly on SIGINT."""
     async with serving(workdir, "--workers", "2", "--no-writer") as serve:
         writer = await asyncio.create_subprocess_exec(
-            CHAT_GATEWAY, "writer", cwd=workdir, env=_env(),
+            CHAT_GATEWAY, "writer", cwd=workdir, env=command_env(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip

@@ -7,7 +7,11 @@ import uuid
 
 import asyncpg
 import httpx
+import orjson
 
+from gateway.ingest import buffer_item
+from gateway.protocol import Ingest, Limits, parse_frame
+from storage.buffer import IngestBuffer
 from tests.conftest import RunningGateway, drained, receive, request, send
 
 
@@ -112,3 +116,40 @@ async def test_pipelined_frames_keep_their_order(gateway: RunningGateway) -> Non
         acks += [await receive(ws) for _ in range(199)]
     assert [a["ref"] for a in acks] == [str(i) for i in range(200)]
     assert [a["results"][0]["seq"] for a in acks] == list(range(1, 201))
+
+
+async def test_a_large_tick_is_cut_into_ordered_script_calls(
+    gateway: RunningGateway, db: asyncpg.Pool
+) -> None:
+    """Requests queued in one tick beyond the per-call byte cap go to Redis in several
+    script calls, in submit order: seqs follow the order of submission, and all are stored."""
+    running = gateway.gateway
+    user = f"cap{uuid.uuid4().hex[:8]}"
+    limits = Limits(1 << 20, 1 << 19, 1 << 14, 500)
+    small = IngestBuffer(
+        running.redis, running.pool, running.keys, state_ttl_s=60, max_call_bytes=2_000
+    )
+    async with small.running():
+        futures = []
+        for i in range(30):  # one tick: nothing awaits between the submits
+            frame = parse_frame(
+                orjson.dumps(
+                    {"type": "message", "port": 9723, "content": f"{i} " + "x" * 300}
+                ).decode(),
+                limits,
+            )
+            assert isinstance(frame, Ingest)
+            futures.append(
+                small.submit(user, 9723, "cursor", [buffer_item(user, 9723, frame.items[0])])
+            )
+        outcomes = await asyncio.wait_for(asyncio.gather(*futures), 15)
+    assert small.script_calls >= 5  # ~400 bytes a request: at most 5 per call
+    assert [o.items[0].seq for o in outcomes] == list(range(1, 31))
+    await drained(gateway)
+    rows = await db.fetch(
+        "SELECT seq, content FROM messages WHERE session_id = $1 ORDER BY seq",
+        uuid.UUID(outcomes[0].session_id),
+    )
+    assert [(r["seq"], r["content"].split()[0]) for r in rows] == [
+        (i + 1, str(i)) for i in range(30)
+    ]

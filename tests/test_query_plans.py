@@ -246,24 +246,11 @@ async def test_session_page_reads_the_primary_key(
             assert index == "messages_pkey", _show(plan)
 
 
-# The generic plan estimates a session at the table's average size (reltuples / n_distinct)
-# and `seq > $2` at a third of it: with many small sessions it plans a bitmap scan of every
-# row past after_seq plus a sort, and a page of a large session then reads the rest of it.
-# (With before_seq alone the bounds are `seq > 0 AND seq < $3`, estimated far smaller, and
-# the generic plan walks the index backwards.)
-_GENERIC_PAGE = pytest.mark.xfail(
-    strict=True,
-    reason="storage/messages.py session_messages: the generic plan (asyncpg prepares every"
-    " statement; PostgreSQL switches to it after five runs) is Bitmap Heap Scan on"
-    " messages_pkey + Sort, reading every row of the session past after_seq",
-)
-
-
 @pytest.mark.parametrize(
     ("direction", "kind"),
     [
         ("after_seq", "custom"),
-        pytest.param("after_seq", "generic", marks=_GENERIC_PAGE),
+        ("after_seq", "generic"),
         ("before_seq", "custom"),
         ("before_seq", "generic"),
     ],

@@ -19,6 +19,7 @@ from storage.indexer import Indexer, IndexerConfig, catch_up
 from storage.keys import Keys
 from storage.search import SNIPPET_CHARS, positive_terms, search, snippet
 from tests.conftest import RunningGateway, drained, request, run_gateway
+from tests.processes import command_env, run_command
 
 SECRET = "search-test-secret"
 
@@ -238,6 +239,24 @@ async def test_catch_up_indexes_rows_that_never_went_through_the_stream(
     assert indexed is not None and indexed >= 1
     assert [r["session_id"] for r in await found(http, "platypus")] == [str(session_id)]
     assert await catch_up(db) == 0
+
+
+async def test_reindex_command_indexes_what_was_never_announced(
+    gateway: RunningGateway, http: httpx.AsyncClient, db: asyncpg.Pool, database_url: str
+) -> None:
+    """`chat-gateway reindex` indexes a row the index stream never named, with a progress
+    line; run again, it has nothing left to index."""
+    await searchable(gateway)  # no catch-up of the gateway's holds the lock
+    session_id = await insert_unindexed(db, gateway.settings.local_user, "quokka grin")
+    assert await found(http, "quokka") == []
+    env = command_env(GATEWAY_DATABASE_URL=database_url)
+    code, out, err = await run_command("reindex", "--batch", "1000", env=env)
+    assert code == 0, err
+    assert out.startswith("indexed ") and int(out.split()[1]) >= 1, out
+    assert "messages scanned [" in err
+    assert [r["session_id"] for r in await found(http, "quokka")] == [str(session_id)]
+    code, out, err = await run_command("reindex", env=env)
+    assert (code, out.strip()) == (0, "indexed 0 message(s) for search"), err
 
 
 async def test_indexer_catches_up_when_entries_were_trimmed_unread(

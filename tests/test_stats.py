@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -14,8 +11,7 @@ import pytest
 
 from storage.ids import new_id
 from tests.conftest import RunningGateway, drained, migrated_database, receive, request
-
-CHAT_GATEWAY = Path(sys.executable).parent / "chat-gateway"
+from tests.processes import command_env, run_command
 
 
 async def test_stats_follow_every_change(
@@ -77,15 +73,11 @@ async def fresh_database(server_database_url: str) -> AsyncIterator[str]:
 
 
 async def _cli(*args: str, database_url: str, **settings: str) -> tuple[int, str]:
-    env = {"GATEWAY_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}
+    """Run a command on `database_url`; its exit code and its stdout and stderr together."""
+    env = command_env(GATEWAY_DATABASE_URL=database_url)
     env |= {f"GATEWAY_{name.upper()}": value for name, value in settings.items()}
-    proc = await asyncio.create_subprocess_exec(
-        CHAT_GATEWAY, *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    code, out, err = await run_command(*args, env=env)
+    return code, out + err
 
 
 async def test_verify_counts_reports_and_fixes_drift(fresh_database: str) -> None:
@@ -111,9 +103,9 @@ async def test_verify_counts_reports_and_fixes_drift(fresh_database: str) -> Non
         assert "user u1: messages 0, real 3" in out
         code, out = await _cli("verify-counts", "--fix", database_url=fresh_database)
         assert code == 0 and "(fixed)" in out, out
-        assert await conn.fetchval(
-            "SELECT message_count FROM sessions WHERE id = $1", session_id
-        ) == 3
+        assert (
+            await conn.fetchval("SELECT message_count FROM sessions WHERE id = $1", session_id) == 3
+        )
         assert await conn.fetchval("SELECT messages FROM user_stats WHERE user_id = 'u1'") == 3
         code, out = await _cli("verify-counts", database_url=fresh_database)
         assert code == 0 and "0 session counters and 0 user counters drifted" in out, out

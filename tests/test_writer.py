@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 
 from gateway.settings import Settings
 from storage.keys import WRITER_GROUP
-from storage.writer import BatchWriter, Entry, WriterConfig, _Batch, write_batch
+from storage.streams import Entry
+from storage.writer import BatchWriter, WriterConfig, _Batch, write_batch
 from tests.conftest import (
     RunningGateway,
     count_messages,
@@ -298,3 +299,20 @@ async def test_three_writers_share_the_stream_exactly_once(
             "SELECT message_count FROM sessions WHERE id = $1", uuid.UUID(session_id)
         )
         assert n == counter == 2 * 480
+
+
+async def test_writer_recreates_its_group_when_the_stream_is_lost(
+    settings: Settings, redis: aioredis.Redis, db: asyncpg.Pool
+) -> None:
+    """Redis losing the ingest stream (here: the key deleted under a blocked writer) does not
+    stop the writer: it recreates its group and writes what is acked afterwards."""
+    own = replace(settings, key_prefix=f"lost{uuid.uuid4().hex[:8]}:")
+    async with run_gateway(own) as running:
+        before = await _send_many(running, 9721, 10, "before loss")
+        await drained(running)
+        await redis.delete(running.gateway.keys.stream)
+        after = await _send_many(running, 9721, 10, "after loss")
+        await drained(running)
+    session_id = uuid.UUID(before[0]["session_id"])
+    assert after[0]["session_id"] == before[0]["session_id"]
+    assert await count_messages(db, session_id) == 16
