@@ -193,7 +193,9 @@ async def baseline_process() -> AsyncIterator[Server]:
 
 
 def tree_cpu_seconds(root: int) -> tuple[float, float]:
-    """(CPU seconds of `root`, of its live descendants), user + system, from /proc."""
+    """(CPU seconds of `root`, of its live descendants), user + system, from /proc; each
+    includes the children it has reaped (PostgreSQL's short-lived autovacuum workers, say),
+    whose CPU would otherwise vanish from the tree when they exit."""
     children: dict[int, list[int]] = {}
     cpu: dict[int, float] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -203,7 +205,7 @@ def tree_cpu_seconds(root: int) -> tuple[float, float]:
             continue  # gone meanwhile
         pid = int(stat.parent.name)
         children.setdefault(int(fields[1]), []).append(pid)
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        cpu[pid] = sum(int(f) for f in fields[11:15]) / CLOCK_TICKS  # utime stime cutime cstime
     below, todo = 0.0, list(children.get(root, []))
     while todo:
         pid = todo.pop()

@@ -117,7 +117,11 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             else None
         )
         # Search indexing runs off the ingest path, beside the writer (docs/search.md).
-        indexer = Indexer(pool, redis, keys) if settings.run_writer else None
+        indexer = (
+            Indexer(pool, redis, keys, on_batch=metrics.observe_index_batch)
+            if settings.run_writer
+            else None
+        )
         async with contextlib.AsyncExitStack() as stack:
             if writer is not None:
                 await stack.enter_async_context(writer.running())

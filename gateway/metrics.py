@@ -66,6 +66,18 @@ class Metrics:
             "gateway_writer_rows_written", "Message rows inserted by this process's writer",
             registry=r,
         )  # fmt: skip
+        self.rows_indexed = Counter(
+            "gateway_search_rows_indexed", "Message rows (re)indexed for search by this process",
+            registry=r,
+        )  # fmt: skip
+        self.search_lag = Gauge(
+            "gateway_search_lag_seconds",
+            "Age of the oldest index entry of the last search-index batch when it was committed",
+            registry=r,
+        )
+        self.search_backlog = Gauge(
+            "gateway_search_backlog", "Index stream entries not yet indexed", registry=r
+        )
         self.pool_in_use = Gauge(
             "gateway_db_pool_in_use", "PostgreSQL connections checked out", registry=r
         )
@@ -77,6 +89,10 @@ class Metrics:
         self.batch_rows.observe(rows)
         self.flush_seconds.observe(seconds)
         self.rows_written.inc(rows)
+
+    def observe_index_batch(self, rows: int, lag_s: float) -> None:
+        self.rows_indexed.inc(rows)
+        self.search_lag.set(lag_s)
 
     def observe_query(self, record: Any) -> None:
         """asyncpg query logger: count and log queries over the threshold."""
@@ -94,11 +110,13 @@ class Metrics:
         pipe = gateway.redis.pipeline(transaction=False)
         pipe.xlen(stream)
         pipe.xpending(stream, WRITER_GROUP)
+        pipe.xlen(gateway.keys.index_stream)
         try:
-            length, pending = await pipe.execute(raise_on_error=False)
+            length, pending, index_length = await pipe.execute(raise_on_error=False)
             self.buffer_entries.set(int(length))
             if isinstance(pending, dict):
                 self.buffer_pending.set(int(pending.get("pending", 0)))
+            self.search_backlog.set(int(index_length))
         except Exception:
             log.exception("could not read the ingest stream for /metrics")
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -296,6 +296,19 @@ async def test_migrate_on_a_migrated_database_applies_nothing(
     assert not (workdir / ".gateway-data").exists()
 
 
+async def _searched(base_url: str, q: str) -> list[dict[str, object]]:
+    """Search results for `q` once there are any: the indexer commits after the writer, and
+    another process's progress can only be seen by asking (every 50 ms, for up to 15 s)."""
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        async with asyncio.timeout(15):
+            while True:
+                response = await http.get("/api/search", params={"q": q})
+                assert response.status_code == 200, response.text
+                if hits := response.json()["results"]:
+                    return list(hits)
+                await asyncio.sleep(0.05)
+
+
 async def test_two_workers_and_a_separate_writer(workdir: Path) -> None:
     """`serve --workers 2 --no-writer` plus `chat-gateway writer` beside it: durable messages
     sent over several connections (spread over both workers) are acked only once the separate
@@ -323,6 +336,9 @@ async def test_two_workers_and_a_separate_writer(workdir: Path) -> None:
                     acks.append(json.loads(await asyncio.wait_for(ws.recv(), IO_TIMEOUT)))
             assert [a["durability"] for a in acks] == ["persisted"] * 6
             assert sorted(a["results"][0]["seq"] for a in acks) == [1, 2, 3, 4, 5, 6]
+            # The separate writer runs the search indexer too.
+            hits = await _searched(serve.url, "w3")
+            assert [h["seq"] for h in hits] == [acks[3]["results"][0]["seq"]]
         finally:
             if writer.returncode is None:
                 writer.send_signal(signal.SIGINT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import httpx
@@ -48,7 +49,8 @@ def _sample(text: str, name: str, labels: str = "") -> float:
 
 async def test_metrics_count_frames_acks_errors_and_writes(settings: Settings) -> None:
     """/metrics counts frames in and out by type, acks, errors by code, writer batches and
-    rows, slow queries, and reports connections, the buffer and the pool."""
+    rows, rows indexed for search, slow queries, and reports connections, the buffer, the
+    search backlog and the pool."""
     slow_everything = replace(settings, slow_query_s=0.0)
     async with run_gateway(slow_everything) as running, running.connect() as ws:
         for i in range(3):
@@ -57,6 +59,8 @@ async def test_metrics_count_frames_acks_errors_and_writes(settings: Settings) -
         await send(ws, {"type": "ping"})
         await ws.recv()
         await drained(running)
+        assert running.gateway.indexer is not None
+        await asyncio.wait_for(running.gateway.indexer.wait_idle(), 15)
         async with httpx.AsyncClient(base_url=running.http_url) as http:
             response = await http.get("/metrics")
     assert response.status_code == 200
@@ -71,6 +75,9 @@ async def test_metrics_count_frames_acks_errors_and_writes(settings: Settings) -
     assert _sample(text, "gateway_writer_rows_written_total") == 3
     assert _sample(text, "gateway_writer_batch_rows_count") >= 1
     assert _sample(text, "gateway_writer_flush_seconds_count") >= 1
+    assert _sample(text, "gateway_search_rows_indexed_total") >= 3
+    assert _sample(text, "gateway_search_backlog") == 0
+    assert _sample(text, "gateway_search_lag_seconds") >= 0
     assert _sample(text, "gateway_db_slow_queries_total") > 0
     assert _sample(text, "gateway_connections") == 1
     assert _sample(text, "gateway_buffer_entries") == 0
