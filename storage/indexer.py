@@ -96,6 +96,9 @@ class Indexer:
         self._keys = keys
         self._config = config or IndexerConfig()
         self.consumer = consumer or streams.consumer_name()
+        self._group = streams.GroupReader(
+            redis, keys.index_stream, INDEX_GROUP, self.consumer, self._entries_per_read
+        )
         self.rows_indexed = 0
         # Age of the oldest entry of the last batch when it was committed: how far search
         # lagged behind the writer's commit. For metrics and the benchmark.
@@ -114,7 +117,7 @@ class Indexer:
     async def ensure_group(self) -> bool:
         """Create the consumer group at the start of the stream; True if this created it
         (then the rows written before it existed need a catch-up)."""
-        if not await streams.create_group(self._redis, self._keys.index_stream, INDEX_GROUP):
+        if not await self._group.create():
             return False
         await self._redis.set(self._owed, "group created")
         return True
@@ -185,14 +188,7 @@ class Indexer:
 
     async def step(self, *, block_ms: int | None = None) -> int:
         """Read one batch of new entries and index it; returns the entries indexed."""
-        response = await self._redis.xreadgroup(
-            INDEX_GROUP,
-            self.consumer,
-            {self._keys.index_stream: ">"},
-            count=self._entries_per_read(),
-            block=block_ms,
-        )
-        entries = await self._present(streams.entries(response))
+        entries = await self._present(await self._group.read(block_ms=block_ms))
         if entries:
             await self.index(entries)
         return len(entries)
@@ -322,39 +318,21 @@ class Indexer:
 
     async def _index_own_pending(self) -> bool:
         """Index entries delivered to this consumer but not acknowledged; False when none."""
-        response = await self._redis.xreadgroup(
-            INDEX_GROUP,
-            self.consumer,
-            {self._keys.index_stream: "0"},
-            count=self._entries_per_read(),
-        )
-        entries = await self._present(streams.entries(response))
+        entries = await self._present(await self._group.read(own_pending=True))
         if entries:
             await self.index(entries)
         return bool(entries)
 
     async def _claim_stale(self) -> None:
         """Take over entries left pending by a consumer that died; index them."""
-        cursor = "0-0"
-        while True:
-            reply = await self._redis.xautoclaim(
-                self._keys.index_stream,
-                INDEX_GROUP,
-                self.consumer,
-                min_idle_time=self._config.claim_idle_ms,
-                start_id=cursor,
-                count=self._entries_per_read(),
-            )
-            cursor, entries = streams.text(reply[0]), [e for e in reply[1] if e[1] is not None]
-            if len(reply) > 2 and reply[2]:  # pending entries trimmed: their keys are lost
-                log.warning("%d stale index entries were trimmed; catching up", len(reply[2]))
+        async for entries, trimmed in self._group.claimed(self._config.claim_idle_ms):
+            if trimmed:  # pending entries trimmed: their keys are lost
+                log.warning("%d stale index entries were trimmed; catching up", len(trimmed))
                 await self._redis.set(self._owed, "pending entries trimmed")
                 self.start_catch_up()
             if entries:
                 log.warning("claimed %d stale index entries from a dead indexer", len(entries))
                 await self.index(entries)
-            if cursor == "0-0":
-                return
 
     def _entries_per_read(self) -> int:
         wanted = round(self._config.batch_rows / self._keys_per_entry)

@@ -102,6 +102,9 @@ class BatchWriter:
         self._keys = keys
         self._config = config or WriterConfig()
         self.consumer = consumer or streams.consumer_name()
+        self._group = streams.GroupReader(
+            redis, keys.stream, WRITER_GROUP, self.consumer, self._entries_per_read
+        )
         self.rows_written = 0
         self._on_batch = on_batch  # (rows inserted, seconds) after each batch, for metrics
         self._rows_per_entry = 1.0  # moving mean, sizes the next read
@@ -111,7 +114,7 @@ class BatchWriter:
     async def ensure_group(self) -> None:
         """Create the consumer group at the start of the stream (`0`), so entries appended
         before any writer existed are written too."""
-        await streams.create_group(self._redis, self._keys.stream, WRITER_GROUP)
+        await self._group.create()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[BatchWriter]:
@@ -160,14 +163,7 @@ class BatchWriter:
 
     async def step(self, *, block_ms: int | None = None) -> int:
         """Read one batch of new entries and write it; returns the entries written."""
-        response = await self._redis.xreadgroup(
-            WRITER_GROUP,
-            self.consumer,
-            {self._keys.stream: ">"},
-            count=self._entries_per_read(),
-            block=block_ms,
-        )
-        entries = _unread(response)
+        entries = _unread(await self._group.read(block_ms=block_ms))
         if entries:
             await self.write(entries)
         return len(entries)
@@ -180,13 +176,7 @@ class BatchWriter:
 
     async def _drain_own_pending(self) -> bool:
         """Write entries delivered to this consumer but not acknowledged; False when none."""
-        response = await self._redis.xreadgroup(
-            WRITER_GROUP,
-            self.consumer,
-            {self._keys.stream: "0"},
-            count=self._entries_per_read(),
-        )
-        entries = _unread(response)
+        entries = _unread(await self._group.read(own_pending=True))
         if entries:
             await self.write(entries)
         return bool(entries)
@@ -194,23 +184,12 @@ class BatchWriter:
     async def claim_stale(self) -> int:
         """Take over entries left pending by a consumer that died; write them."""
         claimed = 0
-        cursor = "0-0"
-        while True:
-            reply = await self._redis.xautoclaim(
-                self._keys.stream,
-                WRITER_GROUP,
-                self.consumer,
-                min_idle_time=self._config.claim_idle_ms,
-                start_id=cursor,
-                count=self._entries_per_read(),
-            )
-            cursor, entries = streams.text(reply[0]), [e for e in reply[1] if e[1] is not None]
+        async for entries, _ in self._group.claimed(self._config.claim_idle_ms):
             if entries:
                 log.warning("claimed %d stale entries from a dead writer", len(entries))
                 await self.write(entries)
                 claimed += len(entries)
-            if cursor == "0-0":
-                return claimed
+        return claimed
 
     async def write(self, entries: list[Entry]) -> BatchResult:
         """Write the entries' rows in one transaction, then acknowledge them.
@@ -500,6 +479,6 @@ def _runs(seqs: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _unread(response: Any) -> list[Entry]:
-    """The entries of an XREADGROUP reply, less pending ones deleted since their delivery."""
-    return [e for e in streams.entries(response) if e[1] is not None]
+def _unread(entries: list[Entry]) -> list[Entry]:
+    """The entries less pending ones deleted since their delivery (they have no fields)."""
+    return [e for e in entries if e[1] is not None]
