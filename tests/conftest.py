@@ -232,6 +232,14 @@ async def drained(running: RunningGateway, timeout: float = 15.0) -> None:
     await asyncio.wait_for(writer.wait_drained(), timeout)
 
 
+async def searchable(running: RunningGateway, timeout: float = 15.0) -> None:
+    """Wait until everything acked so far is committed and indexed for search."""
+    await drained(running, timeout)
+    indexer = running.gateway.indexer
+    assert indexer is not None, "this gateway runs no indexer"
+    await asyncio.wait_for(indexer.wait_idle(), timeout)
+
+
 async def count_messages(db: asyncpg.Pool, session_id: str | uuid.UUID) -> int:
     """Rows of the session in PostgreSQL."""
     n: int = await db.fetchval(

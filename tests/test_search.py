@@ -18,18 +18,10 @@ from gateway.settings import Settings
 from storage.indexer import Indexer, IndexerConfig, catch_up
 from storage.keys import Keys
 from storage.search import SNIPPET_CHARS, positive_terms, search, snippet
-from tests.conftest import RunningGateway, drained, request, run_gateway
+from tests.conftest import RunningGateway, request, run_gateway, searchable
 from tests.processes import command_env, run_command
 
 SECRET = "search-test-secret"
-
-
-async def searchable(running: RunningGateway, timeout: float = 15.0) -> None:
-    """Wait until everything acked so far is committed and indexed."""
-    await drained(running, timeout)
-    indexer = running.gateway.indexer
-    assert indexer is not None, "this gateway runs no indexer"
-    await asyncio.wait_for(indexer.wait_idle(), timeout)
 
 
 async def send_all(running: RunningGateway, port: int, contents: list[str]) -> list[Any]:

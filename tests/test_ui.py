@@ -26,7 +26,7 @@ from playwright.async_api import (
 
 from gateway.auth import issue_token
 from gateway.settings import Settings
-from tests.conftest import ROOT, RunningGateway, request, run_gateway
+from tests.conftest import ROOT, RunningGateway, request, run_gateway, searchable
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -351,6 +351,38 @@ async def test_long_session_loads_earlier_messages_on_request(
     await expect(older).to_be_hidden()
     seqs = await shown.evaluate_all("(els) => els.map((el) => Number(el.dataset.seq))")
     assert seqs == list(range(1, 251))
+
+
+async def test_search_opens_the_message_in_its_session(tabs: Tabs, gateway: RunningGateway) -> None:
+    """The sidebar search lists matches with the words marked, as text (never HTML); opening
+    one shows its session scrolled to the message, loading earlier pages to reach it."""
+    async with gateway.connect() as ide:
+        batch = [{"content": f"filler {i}", "id": f"f{i}"} for i in range(1, 301)]
+        batch[9] = {"content": f"the quetzal flies {XSS}", "id": "f10"}  # older than a page
+        await request(ide, {"type": "extracted", "port": 9235, "messages": batch})
+        await ide_message(ide, 9236, "elsewhere")
+    await searchable(gateway)
+    page = await tabs.open(9236)
+    search = page.get_by_test_id("search-input")
+    await search.fill("Quetzal")
+    await search.press("Enter")
+    result = page.get_by_test_id("search-result")
+    await expect(result).to_have_count(1, timeout=WAIT_MS)
+    await expect(result.locator("mark")).to_have_text(["quetzal"])
+    await expect(result).to_contain_text(XSS)  # the markup shows as the characters it is
+    await expect(page.get_by_test_id("search-status")).to_have_text("1 match")
+    await result.click()
+    found = message(page, 10)
+    await expect(found).to_have_class(re.compile(r"\bfound\b"), timeout=WAIT_MS)
+    await expect(found).to_be_in_viewport()
+    await expect(page.locator('[data-testid="port-item"][data-port="9235"]')).to_have_attribute(
+        "aria-expanded", "true"
+    )
+    await search.fill("nothingmatchesthis")
+    await search.press("Enter")
+    await expect(page.get_by_test_id("search-status")).to_have_text("No messages match.")
+    await expect(result).to_have_count(0)
+    assert await page.evaluate("window.__xss") is None
 
 
 async def test_token_in_the_page_url_authorizes_the_tab(tabs: Tabs, settings: Settings) -> None:

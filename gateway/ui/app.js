@@ -36,6 +36,10 @@ const dom = {
   input: $("composer-input"),
   send: $("send"),
   notice: $("notice"),
+  search: $("search"),
+  searchInput: $("search-input"),
+  searchStatus: $("search-status"),
+  searchResults: $("search-results"),
 };
 
 const token = takeToken();
@@ -65,6 +69,7 @@ function newView(port, sessionId) {
     ref: null, // the ref of the latest subscribe sent for this view; older replies are stale
     since: null, // the since_seq that subscribe carried
     target: null, // what the subscription names: {port} or {session_id}
+    reveal: null, // a seq to scroll to once loaded (a search result that was opened)
   };
 }
 
@@ -435,6 +440,83 @@ function onSessionEvent(event, session) {
   }
 }
 
+// ---- search -----------------------------------------------------------------------------
+
+let searchRun = 0; // the latest search: answers to older ones are dropped
+
+async function runSearch(q) {
+  const run = ++searchRun;
+  dom.searchResults.replaceChildren();
+  dom.searchResults.hidden = true;
+  if (!q.trim()) {
+    dom.searchStatus.hidden = true;
+    return;
+  }
+  dom.searchStatus.hidden = false;
+  dom.searchStatus.textContent = "Searching…";
+  let answer;
+  try {
+    answer = await api(`/api/search?${new URLSearchParams({ q, limit: "20" })}`);
+  } catch (error) {
+    if (run === searchRun) dom.searchStatus.textContent = `Search failed: ${error.message}`;
+    return;
+  }
+  if (run !== searchRun) return;
+  const results = answer.results;
+  dom.searchStatus.textContent = results.length
+    ? `${results.length}${results.length === 20 ? "+" : ""} match${results.length === 1 ? "" : "es"}`
+    : "No messages match.";
+  dom.searchResults.replaceChildren(...results.map(renderResult));
+  dom.searchResults.hidden = results.length === 0;
+}
+
+function renderResult(result) {
+  const date = new Date(result.created_at);
+  const when = Number.isNaN(date.getTime())
+    ? ""
+    : date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+  return h(
+    "li",
+    {},
+    h(
+      "button",
+      {
+        type: "button",
+        class: "search-result",
+        "data-testid": "search-result",
+        "data-session": result.session_id,
+        "data-seq": result.seq,
+        onclick: () => openResult(result),
+      },
+      h("span", { class: "search-result-meta", text: `:${result.port} · ${result.role} · ${when}` }),
+      h("span", { class: "search-result-snippet" }, ...highlighted(result.snippet, result.highlights)),
+    ),
+  );
+}
+
+/** The snippet as text nodes and <mark>s. Offsets count code points, so slice the array of
+ * them (a JavaScript string counts UTF-16 units: they differ after an emoji). */
+function highlighted(snippet, highlights) {
+  const points = Array.from(snippet);
+  const parts = [];
+  let at = 0;
+  for (const [start, end] of highlights) {
+    if (start < at || end <= start) continue;
+    parts.push(points.slice(at, start).join(""));
+    parts.push(h("mark", { text: points.slice(start, end).join("") }));
+    at = end;
+  }
+  parts.push(points.slice(at).join(""));
+  return parts;
+}
+
+function openResult(result) {
+  ensurePort(result.port, ideTypeFor(result.port));
+  renderPorts();
+  selectPort(result.port, result.session_id);
+  state.view.reveal = result.seq;
+}
+
 // ---- the conversation -------------------------------------------------------------------
 
 /** Show `sessionId` of `port`, or (null) the port's active session, following rotations. */
@@ -537,6 +619,24 @@ async function loadNewest(view, lastSeq) {
   view.loaded = true;
   renderHead();
   updateEmpty();
+  if (view.reveal !== null) await reveal(view);
+}
+
+/** Load earlier pages until the message `view.reveal` is shown, then scroll to it and mark it. */
+async function reveal(view) {
+  const seq = view.reveal;
+  view.reveal = null;
+  while (!view.messages.has(seq) && view.hasOlder && state.view === view) {
+    const before = view.messages.size;
+    await loadOlder();
+    if (view.messages.size === before) break; // the load failed: its notice says so
+  }
+  if (state.view !== view) return;
+  const el = dom.messages.querySelector(`[data-seq="${seq}"]`);
+  if (!el) return;
+  for (const found of dom.messages.querySelectorAll(".found")) found.classList.remove("found");
+  el.classList.add("found");
+  el.scrollIntoView({ block: "center" });
 }
 
 async function loadOlder() {
@@ -728,6 +828,13 @@ dom.input.addEventListener("keydown", (event) => {
 dom.input.addEventListener("input", updateComposer);
 dom.follow.addEventListener("click", () => showView(state.selectedPort, null));
 dom.loadOlder.addEventListener("click", loadOlder);
+dom.search.addEventListener("submit", (event) => {
+  event.preventDefault();
+  runSearch(dom.searchInput.value);
+});
+dom.searchInput.addEventListener("search", () => {
+  if (!dom.searchInput.value) runSearch(""); // the field's clear button
+});
 
 updateComposer();
 live.start();
