@@ -378,6 +378,12 @@ async def test_search_opens_the_message_in_its_session(tabs: Tabs, gateway: Runn
     await expect(page.locator('[data-testid="port-item"][data-port="9235"]')).to_have_attribute(
         "aria-expanded", "true"
     )
+    # The port's active session: shown as the port, not as a session left behind.
+    await expect(page.get_by_role("button", name="Back to the active session")).to_be_hidden()
+    await page.get_by_test_id("messages").evaluate("(el) => el.lastElementChild.scrollIntoView()")
+    await expect(found).not_to_be_in_viewport()
+    await result.click()  # again, with the session already shown: scrolls back to it
+    await expect(found).to_be_in_viewport(timeout=WAIT_MS)
     await search.fill("nothingmatchesthis")
     await search.press("Enter")
     await expect(page.get_by_test_id("search-status")).to_have_text("No messages match.")

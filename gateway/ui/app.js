@@ -511,10 +511,18 @@ function highlighted(snippet, highlights) {
 }
 
 function openResult(result) {
-  ensurePort(result.port, ideTypeFor(result.port));
+  const port = ensurePort(result.port, ideTypeFor(result.port));
   renderPorts();
-  selectPort(result.port, result.session_id);
-  state.view.reveal = result.seq;
+  const view = state.view;
+  if (view.port === result.port && view.sessionId === result.session_id && view.loaded) {
+    view.reveal = result.seq; // already shown: scroll to it
+    reveal(view);
+    return;
+  }
+  // The port's active session is shown as the port (following rotations), others by id.
+  const active = port.active_session !== null && port.active_session.id === result.session_id;
+  selectPort(result.port, active ? null : result.session_id);
+  state.view.reveal = result.seq; // loadNewest reveals it once the newest page is in
 }
 
 // ---- the conversation -------------------------------------------------------------------
