@@ -67,7 +67,8 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.rows_indexed = Counter(
-            "gateway_search_rows_indexed", "Message rows (re)indexed for search by this process",
+            "gateway_search_rows_indexed",
+            "Message rows (re)indexed for search from the index stream by this process",
             registry=r,
         )  # fmt: skip
         self.search_lag = Gauge(
