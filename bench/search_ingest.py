@@ -51,7 +51,7 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from bench.harness import Timer, fresh_database, machine, servers
+from bench.harness import Timer, copy_in_batches, fresh_database, machine, servers
 from bench.writer_throughput import make_items
 from gateway.ingest import buffer_item
 from gateway.protocol import MessageItem
@@ -166,13 +166,7 @@ async def prepare(conn: Connection, corpus: Corpus, ddl: Sequence[str]) -> None:
 
 
 async def copy_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> float:
-    with Timer() as timer:
-        for start in range(0, len(rows), BATCH):
-            async with conn.transaction():
-                await conn.copy_records_to_table(
-                    "messages", records=rows[start : start + BATCH], columns=COLUMNS
-                )
-    return timer.seconds
+    return await copy_in_batches(conn, rows, BATCH)
 
 
 def index_entry(rows: Sequence[tuple[Any, ...]]) -> dict[str, bytes]:

@@ -22,7 +22,14 @@ from datetime import UTC, datetime
 import asyncpg
 import redis.asyncio as aioredis
 
-from bench.harness import Timer, content_of_realistic_length, fresh_database, machine, servers
+from bench.harness import (
+    Timer,
+    content_of_realistic_length,
+    copy_in_batches,
+    fresh_database,
+    machine,
+    servers,
+)
 from gateway.ingest import buffer_item
 from gateway.protocol import MessageItem
 from storage.buffer import IngestBuffer
@@ -30,7 +37,7 @@ from storage.db import create_pool
 from storage.dedup import content_hash, dedup_key
 from storage.keys import Keys
 from storage.streams import Entry
-from storage.writer import COLUMNS, BatchWriter, WriterConfig, _Batch
+from storage.writer import BatchWriter, WriterConfig, _Batch
 
 SESSIONS = 20
 
@@ -123,13 +130,7 @@ async def raw_copy(
     rows = [r for rows in entry_rows for r in rows]
     async with pool.acquire() as conn:
         await conn.execute("TRUNCATE messages")
-        with Timer() as timer:
-            for start in range(0, len(rows), rows_per_batch):
-                async with conn.transaction():
-                    await conn.copy_records_to_table(
-                        "messages", records=rows[start : start + rows_per_batch], columns=COLUMNS
-                    )
-    return timer.seconds
+        return await copy_in_batches(conn, rows, rows_per_batch)
 
 
 async def main_async(n: int, shapes: list[int]) -> None:
