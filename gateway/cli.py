@@ -32,10 +32,10 @@ from gateway.connection import VERSION
 from gateway.logs import configure_logging
 from gateway.server import uvicorn_config, uvicorn_options
 from gateway.settings import Settings
-from storage import indexer, migrate, sessions, stats
+from storage import migrate, sessions, stats
 from storage.buffer import forget_active
 from storage.embedded import EmbeddedServerError, embedded_postgres, embedded_redis
-from storage.indexer import Indexer
+from storage.indexer import Indexer, catch_up
 from storage.keys import Keys
 from storage.writer import BatchWriter, WriterConfig
 
@@ -254,7 +254,7 @@ async def _run_reindex(dsn: str, batch: int) -> int | None:
             scanned = batches * batch
             report(min(scanned, estimate) if estimate else scanned, max(estimate, scanned))
 
-        return await indexer.catch_up(pool, batch_rows=batch, between_batches=step)
+        return await catch_up(pool, batch_rows=batch, between_batches=step)
     finally:
         await pool.close()
         print(file=sys.stderr)

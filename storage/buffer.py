@@ -42,10 +42,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 _MAX_RESOLVE_ROUNDS = 3
-# Most message bytes in one script call. The whole queue of a tick goes in one call, and a
-# Lua script holds Redis for its whole run: thousands of connections each with frames in
-# flight could otherwise send one call of gigabytes (past Redis's 512 MB argument limit)
-# and stall every other client meanwhile. Calls are made one after another, in order.
+# Most message text in one script call, counted in characters of the encoded rows (cheap to
+# count; at most 4 bytes each in UTF-8, so a call stays under 16 MiB). The whole queue of a
+# tick goes in one call, and a Lua script holds Redis for its whole run: thousands of
+# connections each with frames in flight could otherwise send one call of gigabytes (past
+# Redis's 512 MB argument limit) and stall every other client meanwhile. Calls are made one
+# after another, in order.
 MAX_CALL_BYTES = 4 * 1024 * 1024
 
 
@@ -157,8 +159,8 @@ class IngestBuffer:
             await self._flush_batch_safely(batch)
 
     def _calls(self, requests: list[_Request]) -> Iterator[list[_Request]]:
-        """The requests cut, in order, into script calls of at most `max_call_bytes` of
-        messages each (a larger request alone)."""
+        """The requests cut, in order, into script calls of at most `max_call_bytes`
+        characters of messages each (see MAX_CALL_BYTES; a larger request alone)."""
         batch: list[_Request] = []
         size = 0
         for request in requests:

@@ -90,7 +90,7 @@ class GroupReader:
 
 def group_missing(exc: BaseException) -> bool:
     """The error says the stream key or its consumer group does not exist (any more): Redis
-    lost its data, or the key was deleted. The remedy is `create_group` again."""
+    lost its data, or the key was deleted. The remedy is `GroupReader.create` again."""
     if not isinstance(exc, ResponseError):
         return False
     message = str(exc)  # NOGROUP, "no such key", or UNBLOCKED "... no longer exists"
