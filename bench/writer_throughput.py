@@ -103,7 +103,7 @@ async def run_shape(
         writer = BatchWriter(pool, redis, keys, config)
         await writer.ensure_group()
         # Keep the decoded rows for the baseline before the writer deletes the entries.
-        raw: list[Entry] = await redis.xrange(keys.stream)  # type: ignore[assignment]
+        raw: list[Entry] = await redis.xrange(keys.stream)
         batch_rows = [list(_Batch.from_entries([e]).new.values()) for e in raw]
         with Timer() as write:
             while await writer.step(block_ms=None):
