@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -23,12 +24,13 @@ from gateway.auth import authenticate
 from gateway.context import Gateway
 from gateway.errors import BadRequest, GatewayError, NotFound
 from gateway.ingest import session_id_or_none
+from gateway.protocol import MAX_SEQ as MAX_SEQ  # re-exported: gateway/openapi.py uses it
 from gateway.protocol import MAX_TITLE_CHARS
 from storage import sessions, stats
 from storage.messages import port_messages, session_messages
 
 MAX_PAGE = 1000
-MAX_SEQ = 2**63 - 1  # seq is a bigint
+_INTEGER = re.compile(r"-?[0-9]+")
 _READY_TIMEOUT_S = 2.0
 
 
@@ -71,14 +73,18 @@ def _user(request: Request) -> str:
 
 
 def _int_param(request: Request, name: str, *, low: int, high: int | None = None) -> int | None:
+    """The query parameter as an integer: ASCII digits with an optional minus, nothing else
+    (`int()` would also take " 1", "1_0" and other scripts' digits)."""
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer") from None
-    if value < low or (high is not None and value > high):
+    if not _INTEGER.fullmatch(raw):
+        raise BadRequest(f"{name} must be an integer")
+    # int() refuses strings of over 4300 digits (leading zeros count): convert only the
+    # significant digits, and only up to 19 of them; a longer number is out of every range.
+    digits = raw.lstrip("-").lstrip("0") or "0"
+    value = None if len(digits) > 19 else -int(digits) if raw.startswith("-") else int(digits)
+    if value is None or value < low or (high is not None and value > high):
         bound = f" and at most {high}" if high is not None else ""
         raise BadRequest(f"{name} must be at least {low}{bound}")
     return value
@@ -105,7 +111,7 @@ async def readyz(request: Request) -> Response:
         reasons.append(f"PostgreSQL: {exc or type(exc).__name__}")
     try:
         async with asyncio.timeout(_READY_TIMEOUT_S):
-            await gateway.redis.ping()
+            await gateway.redis.ping()  # type: ignore[misc]  # redis-py 7 types sync|async
             oldest: Any = await gateway.redis.xrange(gateway.keys.stream, count=1)
         checks["redis"] = "ok"
         lag = 0.0
@@ -196,9 +202,11 @@ async def list_port_messages(request: Request) -> Response:
 
 def _path_port(request: Request) -> int:
     raw = request.path_params["port"]
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 65535:
+    # At most 5 significant digits before int(), which refuses strings of over 4300 digits.
+    digits = raw.lstrip("0") or "0"
+    if not (len(digits) <= 5 and raw.isascii() and raw.isdigit()) or not 1 <= int(digits) <= 65535:
         raise BadRequest("port must be an integer from 1 to 65535")
-    return int(raw)
+    return int(digits)
 
 
 async def list_session_page(request: Request) -> Response:

@@ -44,7 +44,8 @@ def verify_token(secret: str, token: str, *, now: float | None = None) -> str:
     payload, _, signature = token.partition(".")
     if not payload or not signature:
         raise Unauthorized("malformed token")
-    if not hmac.compare_digest(signature, _sign(secret, payload)):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+    if not hmac.compare_digest(signature.encode(), _sign(secret, payload).encode()):
         raise Unauthorized("invalid token signature")
     try:
         claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

@@ -26,6 +26,7 @@ MAX_REF_CHARS = 64
 MAX_CLIENT_ID_CHARS = 128
 MAX_TITLE_CHARS = 200
 MAX_PORTS_PER_HELLO = 64
+MAX_SEQ = 2**63 - 1  # seq is a PostgreSQL bigint: a larger since_seq cannot name a message
 _IDE_TYPE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
@@ -188,9 +189,10 @@ def _parse_command(frame: dict[str, Any], ref: str | None, limits: Limits) -> Co
     if kind == "subscribe":
         target = _target(frame)
         since = frame.get("since_seq")
-        if since is not None and (type(since) is not int or since < 0):
+        if since is not None and (type(since) is not int or not 0 <= since <= MAX_SEQ):
             raise BadRequest(
-                "since_seq must be a non-negative integer", details={"field": "since_seq"}
+                f"since_seq must be an integer from 0 to {MAX_SEQ}",
+                details={"field": "since_seq"},
             )
         if since is not None and isinstance(target, SessionList):
             raise BadRequest(
@@ -206,7 +208,9 @@ def _parse_command(frame: dict[str, Any], ref: str | None, limits: Limits) -> Co
 def _parse_extracted(frame: dict[str, Any], ref: str | None, limits: Limits) -> Ingest:
     port = _port(frame)
     ide_type = frame.get("ide_type")
-    if ide_type is not None and (not isinstance(ide_type, str) or not _IDE_TYPE.match(ide_type)):
+    if ide_type is not None and (
+        not isinstance(ide_type, str) or not _IDE_TYPE.fullmatch(ide_type)
+    ):
         raise BadRequest(
             "ide_type must be a short lowercase name like 'cursor'", details={"field": "ide_type"}
         )
@@ -259,7 +263,7 @@ def _parse_item(
         raise BadRequest(
             f"{where}metadata must be an object", details={"field": where + "metadata"}
         )
-    metadata_json = orjson.dumps(metadata).decode()
+    metadata_json = _encode_object(metadata, where + "metadata")
     if "\\u0000" in metadata_json and _holds_nul(metadata):
         raise BadRequest(
             f"{where}metadata must not contain the NUL character",
@@ -288,7 +292,7 @@ def _parse_hello(frame: dict[str, Any], ref: str | None) -> Hello:
     client = frame.get("client")
     if client is not None and not isinstance(client, (str, dict)):
         raise BadRequest("client must be a string or an object", details={"field": "client"})
-    client_name = orjson.dumps(client).decode() if isinstance(client, dict) else client
+    client_name = _encode_object(client, "client") if isinstance(client, dict) else client
     kind = _enum(frame, "kind", CLIENT_KINDS, "tool", "")
     ports_raw = frame.get("ports", [])
     if not isinstance(ports_raw, list) or len(ports_raw) > MAX_PORTS_PER_HELLO:
@@ -298,6 +302,20 @@ def _parse_hello(frame: dict[str, Any], ref: str | None) -> Hello:
         )
     ports = tuple(_check_port(p, "ports") for p in ports_raw)
     return Hello(ref, client_name, kind, ports)
+
+
+def _encode_object(value: dict[str, Any], field: str) -> str:
+    """Re-encode a parsed JSON object; refuse one orjson cannot encode back.
+
+    Decoding allows 1024 levels of nesting but encoding only 254, so a deeply nested object
+    is valid JSON that cannot be re-encoded: that is the client's error, not a crash.
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        raise BadRequest(
+            f"{field} is nested too deeply (at most 254 levels)", details={"field": field}
+        ) from None
 
 
 def _no_nul(text: str, field: str) -> None:
@@ -382,32 +400,34 @@ def _enum(
     frame: dict[str, Any], name: str, allowed: frozenset[str], default: str, where: str
 ) -> str:
     value = frame.get(name, default)
-    if value not in allowed:
+    # The type test comes first: a list or an object is unhashable and `in` would raise.
+    if not isinstance(value, str) or value not in allowed:
         raise BadRequest(
             f"{where}{name} must be one of {', '.join(sorted(allowed))}",
             details={"field": where + name},
         )
-    return str(value)
+    return value
 
 
 def _timestamp(raw: dict[str, Any], where: str) -> datetime | None:
     value = raw.get("timestamp")
     if value is None:
         return None
-    if not isinstance(value, str) or not _RFC3339.match(value):
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         raise BadRequest(
             f"{where}timestamp must be an RFC 3339 date-time with an offset,"
             " like 2026-01-31T12:00:00Z",
             details={"field": where + "timestamp"},
         )
     try:
-        parsed = datetime.fromisoformat(value.upper())
-    except ValueError:
+        # OverflowError: a real local time whose UTC instant falls outside years 1-9999
+        # (0001-01-01T00:00:00+01:00).
+        return datetime.fromisoformat(value.upper()).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise BadRequest(
             f"{where}timestamp {value!r} is not a real date-time",
             details={"field": where + "timestamp"},
         ) from None
-    return parsed.astimezone(UTC)
 
 
 # ---- server frames ----------------------------------------------------------------------
@@ -515,6 +535,12 @@ def encode_subscribed(
 
 def encode_unsubscribed(ref: str | None, target: Target) -> str:
     return _dumps({"type": "unsubscribed", "ref": ref, **target_fields(target)})
+
+
+def encode_resync(target: Target) -> str:
+    """Events of this subscription may have been lost (the gateway's pub/sub connection was
+    reset): the client re-fetches what the feed keeps current (docs/protocol.md)."""
+    return _dumps({"type": "resync", **target_fields(target)})
 
 
 def encode_message_event(

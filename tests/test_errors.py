@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
+import httpx
+import orjson
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import RunningGateway, receive, request, send
+from gateway.settings import Settings
+from tests.conftest import RunningGateway, receive, request, run_gateway, send
 
 PORT = 9601
 GOOD = {"type": "message", "port": PORT, "content": "fine"}
@@ -65,7 +69,25 @@ BAD_FRAMES: list[tuple[str, Any, str, str]] = [
     ("hello bad kind", {"type": "hello", "kind": "robot"}, "bad_request", "kind"),
     ("hello bad ports", {"type": "hello", "kind": "ide", "ports": [70000]}, "bad_request",
      "ports"),
+    # Each of these once raised past the parser and closed the connection with 1011 (issue 12).
+    ("role as a list", {**GOOD, "role": []}, "bad_request", "role"),
+    ("content_type as an object", {**GOOD, "content_type": {"a": 1}}, "bad_request",
+     "content_type"),
+    ("source as a list", {**GOOD, "source": ["user_input"]}, "bad_request", "source"),
+    ("item role as an object", {"type": "extracted", "port": PORT,
+                                "messages": [{"content": "x", "role": {}}]},
+     "bad_request", "messages[0].role"),
+    ("hello kind as a list", {"type": "hello", "kind": ["ide"]}, "bad_request", "kind"),
+    ("metadata nested 300 deep", {**GOOD, "metadata": "DEEP"}, "bad_request", "nested"),
+    ("hello client nested 300 deep", {"type": "hello", "client": "DEEP"}, "bad_request",
+     "nested"),
+    ("timestamp whose UTC instant is before year 1",
+     {**GOOD, "timestamp": "0001-01-01T00:00:00+01:00"}, "bad_request", "timestamp"),
+    ("since_seq past the bigint range", {"type": "subscribe", "port": PORT, "since_seq": 2**63},
+     "bad_request", "since_seq"),
 ]
+# Nesting orjson decodes but cannot encode again (it stops at 254 levels).
+_DEEP = '{"k":' * 300 + "1" + "}" * 300
 
 
 @pytest.mark.parametrize(
@@ -79,7 +101,8 @@ async def test_bad_frame_gets_error_and_stores_nothing(
     """Each bad frame gets an error with its code and ref; nothing is stored; the socket lives."""
     async with gateway.connect() as ws:
         if isinstance(frame, dict):
-            await send(ws, {**frame, "ref": "bad-1"})
+            text = orjson.dumps({**frame, "ref": "bad-1"}).decode()
+            await ws.send(text.replace('"DEEP"', _DEEP))
         else:
             await ws.send(frame)
         error = await receive(ws)
@@ -123,3 +146,46 @@ async def test_frame_over_the_limit_closes_with_1009(gateway: RunningGateway) ->
         with pytest.raises(ConnectionClosed) as closed:
             await receive(ws)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/ports/" + "9" * 5000 + "/messages",  # int() refuses over 4300 digits
+        "/api/ports/9222/messages?limit=" + "9" * 5000,
+        "/api/sessions?limit=" + "9" * 5000,
+        "/api/sessions?port=%EF%BC%91",  # a full-width digit: int() takes it, the API must not
+        "/api/search?q=a&limit=1_0",
+    ],
+)
+async def test_huge_or_odd_numbers_in_urls_are_400_not_500(
+    http: httpx.AsyncClient, url: str
+) -> None:
+    """A number of thousands of digits, or one int() accepts but a URL should not, is a 400
+    with the contract's error body."""
+    response = await http.get(url)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "bad_request"
+
+
+async def test_leading_zeros_still_name_a_number(http: httpx.AsyncClient) -> None:
+    """Leading zeros, even thousands of them, do not change a number: the port is 9222 and
+    the limit is accepted."""
+    zeros = "0" * 5000
+    response = await http.get(f"/api/ports/{zeros}9222/messages?limit={zeros}5")
+    assert response.status_code == 200, response.text
+    assert response.json()["port"] == 9222
+
+
+async def test_a_non_ascii_token_is_401_not_500(
+    settings: Settings
+) -> None:
+    """On a gateway that requires tokens, a token with non-ASCII characters is refused with
+    401 (hmac.compare_digest raises on non-ASCII str)."""
+    async with (
+        run_gateway(replace(settings, auth_secret="s" * 32)) as running,
+        httpx.AsyncClient(base_url=running.http_url) as http,
+    ):
+        response = await http.get("/api/stats?token=a.%C3%A9")
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] == "unauthorized"
