@@ -32,9 +32,40 @@ from gateway.context import Gateway
 from gateway.server import uvicorn_config
 from gateway.settings import Settings
 from storage import migrate
-from storage.embedded import embedded_postgres, embedded_redis
+from storage.embedded import _RELOCATED_DATA, embedded_postgres, embedded_redis
 
 RECV_TIMEOUT = 10.0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_relocated_clusters_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A test run leaves nothing behind in /var/lib/chat-gateway.
+
+    As root, storage/embedded.py moves a PostgreSQL cluster whose folder `nobody` cannot
+    traverse (all of pytest's 0700 temp folders) to /var/lib/chat-gateway/<hash> and leaves a
+    symlink in its place. pytest prunes old temp folders, symlinks and all, but never the
+    targets: any test that starts a cluster (in process, or through `chat-gateway serve` or
+    a fault-suite deployment) and does not remove its target itself, or fails before it can,
+    leaves ~200 MB there. So at the end of the session every cluster linked from this run's
+    temp folders is removed: only this run's, since other runs may be using theirs.
+    Autouse and session-scoped, it is torn down after every other fixture, once the servers
+    are stopped.
+    """
+    yield
+    for link in _symlinks_under(tmp_path_factory.getbasetemp()):
+        target = link.resolve()
+        # _RELOCATED_DATA is private, but the one place that folder is named.
+        if target.parent == _RELOCATED_DATA and target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+
+
+def _symlinks_under(root: Path) -> Iterator[Path]:
+    """Every symlink in the tree under `root`, not following any."""
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder, name)
+            if path.is_symlink():
+                yield path
 
 
 @pytest.fixture(scope="session")

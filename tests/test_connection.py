@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections import Counter
 
 import asyncpg
 import orjson
 from websockets.asyncio.client import connect
 
-from tests.conftest import RunningGateway, count_messages, drained, request
+from tests.conftest import RunningGateway, drained, receive, request
 
 
 async def test_client_that_leaves_mid_flight_frees_its_connection(
     gateway: RunningGateway, db: asyncpg.Pool
 ) -> None:
-    """A client that pipelines 3,000 frames without reading any ack and then drops the TCP
-    connection leaves no connection task behind; what was acked is stored."""
+    """A client that pipelines 3,000 frames, reads only the first acks and then drops the TCP
+    connection leaves no connection task behind; every message it got an ack for is stored
+    exactly once, under the id the ack gave, and nothing is stored twice."""
     registry = gateway.gateway.connections
     async with connect(gateway.ws_url, max_queue=1) as probe:
         session = (await request(probe, {"type": "message", "port": 9900, "content": "p"}))
@@ -23,12 +26,24 @@ async def test_client_that_leaves_mid_flight_frees_its_connection(
     frame = {"type": "message", "port": 9900, "content": "x" * 2000}
     for i in range(3000):
         await ws.send(orjson.dumps({**frame, "id": str(i)}).decode())
+    acked: dict[str, str] = {}  # client id -> message id, from the acks received
+    for _ in range(100):  # the gateway is still working through the rest
+        ack = await receive(ws)
+        assert ack["type"] == "ack", ack
+        acked |= {r["client_id"]: r["id"] for r in ack["results"]}
     assert len(registry) == 1
     ws.transport.abort()  # no close handshake: the client just vanishes
     await asyncio.wait_for(registry.wait_for_count(0), 15)
     await drained(gateway)
-    stored = await count_messages(db, session["session_id"])
-    assert 1 <= stored <= 3001
+    rows = await db.fetch(
+        "SELECT client_id, id::text FROM messages WHERE session_id = $1 AND client_id IS NOT NULL",
+        uuid.UUID(session["session_id"]),
+    )
+    stored = Counter((r["client_id"], r["id"]) for r in rows)
+    assert len(acked) == 100
+    assert all(stored[client_id, message_id] == 1 for client_id, message_id in acked.items())
+    assert max(stored.values()) == 1 and len({c for c, _ in stored}) == len(stored)
+    assert len(stored) <= 3000
 
 
 async def test_reader_stops_at_the_inflight_limit(gateway: RunningGateway) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
+from asyncpg.connection import LoggedQuery
 
+from storage import stats
 from storage.ids import new_id
 from tests.conftest import RunningGateway, drained, migrated_database, receive, request
 from tests.processes import command_env, run_command
@@ -56,13 +61,41 @@ async def test_stats_follow_every_change(
 
 
 async def test_stats_read_no_table_but_the_counters(db: asyncpg.Pool) -> None:
-    """The stats query is one primary-key lookup on user_stats: its plan touches neither
-    sessions nor messages."""
-    plan = await db.fetchval(
-        "EXPLAIN (FORMAT TEXT) SELECT sessions_active, sessions_archived, messages"
-        " FROM user_stats WHERE user_id = 'anyone'"
-    )
-    assert "user_stats" in plan and "messages " not in plan and "sessions " not in plan
+    """The one query `stats.read` runs is a primary-key lookup on user_stats: its plan
+    touches neither sessions nor messages."""
+    logged: list[LoggedQuery] = []
+    seen = asyncio.Event()
+
+    def record(query: LoggedQuery) -> None:
+        logged.append(query)
+        seen.set()
+
+    async with db.acquire() as conn:
+        # asyncpg's query logger reports each statement the connection really ran.
+        conn.add_query_logger(record)
+        try:
+            await stats.read(conn, "anyone")
+            await asyncio.wait_for(seen.wait(), 5)  # loggers are called soon, not at once
+        finally:
+            conn.remove_query_logger(record)
+        [query] = logged
+        async with conn.transaction():
+            # Without a sequential scan to fall back on, only an index lookup is left.
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            [plan] = orjson.loads(
+                await conn.fetchval("EXPLAIN (FORMAT JSON) " + query.query, *query.args)
+            )
+    nodes = list(_plan_nodes(plan["Plan"]))
+    assert {n["Relation Name"] for n in nodes if "Relation Name" in n} == {"user_stats"}
+    assert [n["Node Type"] for n in nodes] in (["Index Scan"], ["Index Only Scan"]), nodes
+    assert nodes[0]["Index Name"] == "user_stats_pkey", nodes
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A plan node and all the nodes under it."""
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
 
 
 @pytest.fixture
