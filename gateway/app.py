@@ -93,7 +93,14 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     redis = aioredis.Redis.from_url(settings.redis_url)
     try:
         hub = Hub(redis)
-        buffer = IngestBuffer(redis, pool, keys, state_ttl_s=settings.session_state_ttl_s)
+        buffer = IngestBuffer(
+            redis,
+            pool,
+            keys,
+            state_ttl_s=settings.session_state_ttl_s,
+            max_queued_ingests=settings.max_queued_ingests,
+            max_buffered_messages=settings.max_buffered_messages,
+        )
         waiter = PersistWaiter(hub, pool, keys.persisted_channel(uuid.uuid4().hex))
         ingestor = Ingestor(
             buffer, waiter, pool, redis, keys, settings.durable_timeout_s, metrics.acks
@@ -110,6 +117,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                     batch_entries=settings.writer_batch_entries,
                     block_ms=settings.writer_block_ms,
                     claim_idle_ms=settings.writer_claim_idle_ms,
+                    alive_ttl_ms=settings.writer_alive_ttl_ms,
                 ),
                 on_batch=metrics.observe_batch,
             )

@@ -343,6 +343,7 @@ async def _run_writer(settings: Settings) -> None:
                 batch_entries=settings.writer_batch_entries,
                 block_ms=settings.writer_block_ms,
                 claim_idle_ms=settings.writer_claim_idle_ms,
+                alive_ttl_ms=settings.writer_alive_ttl_ms,
             ),
         )
         await writer.ensure_group()

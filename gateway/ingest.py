@@ -3,14 +3,15 @@ lifecycle (rotate, rename, pin, archive, unarchive, delete) with its events.
 
 `start_ingest` submits synchronously (so a connection's frames keep their order) and returns a
 coroutine that produces the `ack` frame once the buffer, and for durable frames PostgreSQL,
-has the messages.
+has the messages. A buffer at one of its caps refuses the frame with `overloaded` and
+`retry_after_ms`; nothing of it is stored, and the client resends it later (same ids).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,9 @@ from storage import sessions
 from storage.buffer import (
     DUPLICATE,
     DUPLICATE_BUFFERED,
+    STORED,
     UPDATED,
+    BufferFull,
     BufferItem,
     BufferUnavailable,
     IngestBuffer,
@@ -34,6 +37,10 @@ from storage.buffer import (
 )
 from storage.ids import new_id
 from storage.keys import Keys
+
+# How long a client refused at a buffer cap should wait before resending: about what the
+# writers need to commit a few batches, so a resend usually finds room.
+FULL_RETRY_AFTER_MS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +54,22 @@ class Ingestor:
     acks: Counter  # the acks metric, by durability
 
     def start_ingest(self, user_id: str, command: Ingest) -> Coroutine[Any, Any, str]:
-        """Submit the frame's items now; the returned coroutine yields its `ack` frame."""
+        """Submit the frame's items now; the returned coroutine yields its `ack` frame.
+
+        Closing the coroutine unawaited (the client left) cancels what it would have waited
+        for, so the buffer skips the frame if it has not sent it yet.
+        """
         items = [buffer_item(user_id, command.port, item) for item in command.items]
         notify, persisted = self.waiter.expect() if command.durable else ("", None)
         ide_type = command.ide_type or ide_type_for_port(command.port)
-        submitted = self.buffer.submit(user_id, command.port, ide_type, items, notify)
-        return self._ack(command, submitted, persisted)
+        try:
+            submitted = self.buffer.submit(user_id, command.port, ide_type, items, notify)
+        except BufferFull as exc:
+            if persisted is not None:
+                persisted.cancel()
+            return _refuse(exc)
+        futures = (submitted,) if persisted is None else (submitted, persisted)
+        return _PendingAck(self._ack(command, submitted, persisted), futures)
 
     async def _ack(
         self,
@@ -63,6 +80,8 @@ class Ingestor:
         try:
             try:
                 outcome = await submitted
+            except BufferFull as exc:
+                raise _overloaded(exc) from None
             except BufferUnavailable:
                 raise Overloaded(
                     "storage is unavailable; the frame may not have been stored:"
@@ -92,7 +111,11 @@ class Ingestor:
         try:
             async with asyncio.timeout(self.durable_timeout_s):
                 if outcome.entry_id is not None:
-                    await persisted
+                    stored = [o.seq for o in outcome.items if o.flag == STORED]
+                    if stored:  # its commit can be checked in PostgreSQL after a hub reset
+                        await self.waiter.stored(persisted, uuid.UUID(outcome.session_id), stored)
+                    else:  # edits only: the writer's notification alone says so
+                        await persisted
                 buffered = [o.seq for o in outcome.items if o.flag == DUPLICATE_BUFFERED]
                 if buffered:
                     await self.waiter.committed(uuid.UUID(outcome.session_id), buffered)
@@ -163,6 +186,52 @@ class Ingestor:
                 payload = sessions.session_event(event, session, activated=session is activated)
                 pipe.publish(channel, payload)
         await pipe.execute()
+
+
+class _PendingAck(Coroutine[Any, Any, str]):
+    """An `_ack` coroutine that owns the futures it awaits.
+
+    A connection whose client left closes the reply coroutines it will never send, most of
+    them never started, and closing a coroutine that never started runs none of its code. So
+    closing this one cancels its futures itself. Without that, a buffer failure (a Redis
+    outage) set an exception on futures nobody would await, and each one logged "Future
+    exception was never retrieved" when collected, and a durable frame's waiter stayed
+    registered until a commit that might never come.
+    """
+
+    __slots__ = ("_coroutine", "_futures")
+
+    def __init__(
+        self, coroutine: Coroutine[Any, Any, str], futures: tuple[asyncio.Future[Any], ...]
+    ) -> None:
+        self._coroutine = coroutine
+        self._futures = futures
+
+    def __await__(self) -> Generator[Any, None, str]:
+        return self._coroutine.__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._coroutine.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._coroutine.throw(*args)
+
+    def close(self) -> None:
+        for future in self._futures:
+            future.cancel()  # no effect on a future already done
+        self._coroutine.close()
+
+
+def _overloaded(exc: BufferFull) -> Overloaded:
+    return Overloaded(
+        f"the gateway is overloaded ({exc}); nothing of this frame was stored: send it again later",
+        retry_after_ms=FULL_RETRY_AFTER_MS,
+    )
+
+
+async def _refuse(exc: BufferFull) -> str:
+    """The reply of a frame refused before it was queued."""
+    raise _overloaded(exc)
 
 
 def buffer_item(user_id: str, port: int, item: MessageItem) -> BufferItem:

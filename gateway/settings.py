@@ -51,6 +51,16 @@ class Settings:
     # Live events a connection may have queued, in bytes; a subscriber that falls further
     # behind is closed with 1013 (it resumes with since_seq).
     max_outbox_bytes: int = 8 << 20
+    # Messages in the Redis buffer not yet committed to PostgreSQL (PostgreSQL down or slow,
+    # no writer running) past which new messages get `overloaded` with `retry_after_ms`,
+    # nothing stored, instead of Redis growing until it runs out of memory; acked ones stay,
+    # and service resumes by itself as the writers catch up. A frame can go past it by its
+    # own items. Size Redis's maxmemory for it (compose.yaml); 0: no cap.
+    max_buffered_messages: int = 1_000_000
+    # Frames waiting in this process for the next ingest script call, across all
+    # connections; past it a frame gets `overloaded` at once (its connection keeps reading).
+    # 0: no cap (each connection still caps its own frames, max_inflight_frames).
+    max_queued_ingests: int = 100_000
     # Presence: an IDE connection's ports stay online this long after the last heartbeat of
     # its process (heartbeats every third of it), so a dead process's ports go offline.
     presence_ttl_s: float = 15.0
@@ -61,6 +71,11 @@ class Settings:
     writer_block_ms: int = 50
     # Writer: entries pending longer than this on a dead consumer are claimed by a live one.
     writer_claim_idle_ms: int = 30_000
+    # Writer: its liveness key in Redis expires this long after its last heartbeat (it beats
+    # every third of it); the other writers then take over its pending entries at once, so a
+    # killed writer's backlog waits at most this long plus a sixth, not writer_claim_idle_ms.
+    # 0: no liveness key, takeover by writer_claim_idle_ms only; give all writers the same.
+    writer_alive_ttl_ms: int = 3_000
     # Dedup and seq state of a session idle this long leaves Redis; it is reloaded from
     # PostgreSQL on the session's next message.
     session_state_ttl_s: int = 7 * 24 * 3600

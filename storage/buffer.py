@@ -10,6 +10,14 @@ Redis, comes back unserved; the flusher resolves it in PostgreSQL and runs it ag
 takes the next batch, so order holds for that session. That path blocks ingest for one
 PostgreSQL round trip, which is fine because it only happens on a session's first message and
 after session state expired.
+
+Two caps refuse new messages, rather than let memory grow, with `BufferFull` (the gateway
+answers `overloaded` with `retry_after_ms`; nothing of a refused request is stored, and resending
+it later is safe): `max_queued_ingests` bounds the requests waiting in this process for the
+flusher, across all connections, and `max_buffered_messages` bounds the rows in Redis that no
+writer has committed yet (PostgreSQL down or slow, no writer running). The second is counted
+exactly in Redis itself (see ingest.lua and settle.lua), so service resumes by itself as soon
+as the writers catch up.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from storage import sessions
 from storage.background import background
@@ -54,6 +63,10 @@ MAX_CALL_BYTES = 4 * 1024 * 1024
 class BufferUnavailable(Exception):
     """Redis (or PostgreSQL, for a session lookup) failed. The request may or may not have
     been stored (a lost reply looks the same as a lost call); resending it is safe."""
+
+
+class BufferFull(Exception):
+    """Refused at a cap (see the module docstring): nothing of the request was stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,16 +116,26 @@ class IngestBuffer:
         *,
         state_ttl_s: int,
         max_call_bytes: int = MAX_CALL_BYTES,
+        max_queued_ingests: int = 0,
+        max_buffered_messages: int = 0,
     ) -> None:
+        """`max_queued_ingests` and `max_buffered_messages` are the two caps (see the module
+        docstring); 0 means no cap, for tools and benchmarks that fill the buffer on purpose.
+        The gateway always passes its settings' caps."""
         self._redis = redis
         self._pool = pool
         self._keys = keys
         self._state_ttl_s = state_ttl_s
         self._ingest = redis.register_script(lua("ingest.lua"))
         self._hydrate = redis.register_script(lua("hydrate.lua"))
-        # Unbounded by design: its size is bounded by the callers, since every connection
-        # caps the frames it has in flight (Settings.max_inflight_frames).
+        # Bounded across all connections by `max_queued_ingests` (each connection also caps
+        # its own frames in flight, Settings.max_inflight_frames). Overflow policy: `submit`
+        # refuses the request at once with BufferFull, never blocking the caller (a
+        # connection's reader) and never dropping a request already queued. The batch in
+        # flight was taken from this queue, so at most twice the cap is held in memory.
         self._queue: list[_Request] = []
+        self._max_queued = max_queued_ingests
+        self._max_buffered = max_buffered_messages
         self._wake = asyncio.Event()
         self._max_call_bytes = max_call_bytes
         self.script_calls = 0  # ingest script calls made: for tests and benchmarks
@@ -125,10 +148,16 @@ class IngestBuffer:
         items: Sequence[BufferItem],
         notify: str = "",
     ) -> asyncio.Future[Outcome]:
-        """Queue the items; the future resolves once they are in Redis (or fails).
+        """Queue the items; the future resolves once they are in Redis (or fails with
+        BufferUnavailable, or BufferFull at the Redis buffer's cap).
 
         Synchronous on purpose: the order of `submit` calls is the order of seq allocation.
+        Raises BufferFull at once when the queue is at its cap. A caller that loses interest
+        cancels the future: a request not yet sent is then skipped, and its failure is never
+        left unretrieved.
         """
+        if self._max_queued and len(self._queue) >= self._max_queued:
+            raise BufferFull(f"{len(self._queue)} ingest requests are already queued")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._queue.append(_Request(user_id, port, ide_type, notify, items, future))
         self._wake.set()
@@ -177,7 +206,13 @@ class IngestBuffer:
         try:
             await self._flush(batch)
         except Exception as exc:
-            log.exception("ingest flush of %d requests failed", len(batch))
+            if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+                # Expected while Redis is down, once per tick: one line, not a traceback each
+                # (and its text only: a record holding the error would keep the failed
+                # requests alive through its traceback for as long as the record lives).
+                log.warning("ingest flush of %d requests failed: %s", len(batch), str(exc))
+            else:
+                log.exception("ingest flush of %d requests failed", len(batch))
             for request in batch:
                 if not request.future.done():
                     request.future.set_exception(BufferUnavailable(exc))
@@ -197,6 +232,12 @@ class IngestBuffer:
                 if status == "K":
                     if not request.future.done():
                         request.future.set_result(_outcome(reply))
+                    continue
+                if status == "O":
+                    if not request.future.done():
+                        request.future.set_exception(
+                            BufferFull(f"{reply[1]} messages are waiting for the writers")
+                        )
                     continue
                 retry.append(request)
                 if status == "S":
@@ -233,6 +274,7 @@ class IngestBuffer:
                     ]
                     for r in requests
                 ],
+                self._max_buffered,
             ]
         )
 
@@ -279,7 +321,7 @@ class IngestBuffer:
             )
             last_seq = max(last_seq, key.seq)
         buffered = await self._redis.zrange(self._keys.pending(sid), 0, -1)
-        edited = await self._redis.hvals(self._keys.pending_edits(sid))
+        edited = await self._redis.hvals(self._keys.pending_edits(sid))  # type: ignore[misc]  # redis-py 7 types sync|async
         for raw in [*buffered, *edited]:  # edits last: their content hash wins
             row = orjson.loads(raw)
             entries[row["dk"]] = _state_value(
@@ -299,7 +341,7 @@ async def forget_active(
     redis: aioredis.Redis, keys: Keys, user_id: str, port: int, session_id: uuid.UUID
 ) -> None:
     """Drop the cached active session of (user, port) if it still names `session_id`."""
-    await redis.eval(_COMPARE_AND_DELETE, 1, keys.active(user_id, port), str(session_id))
+    await redis.eval(_COMPARE_AND_DELETE, 1, keys.active(user_id, port), str(session_id))  # type: ignore[misc]  # redis-py 7 types sync|async
 
 
 def _state_value(seq: int, message_id: uuid.UUID, content: str, created_ms: int) -> str:

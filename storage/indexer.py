@@ -12,8 +12,10 @@ unwritten entry is older than `yield_to_writer_ms`) the indexer waits: under a b
 keeps its full rate and search catches up afterwards.
 
 * **Crash before the commit or between commit and XACK:** the entries stay pending; the same
-  consumer re-reads them on restart, another claims them after `claim_idle_ms`. Indexing is
-  idempotent, and an older version never replaces a newer one (see storage/search.py).
+  consumer re-reads them on restart, another takes them over once the dead one's liveness key
+  has expired (`alive_ttl_ms`, as for the writer: storage/streams.py), or claims them after
+  `claim_idle_ms` if it kept none. Indexing is idempotent, and an older version never replaces
+  a newer one (see storage/search.py).
 * **Lost entries:** the writer caps the stream (about 100k entries, minutes of traffic), so
   an indexer that was down or far behind finds entries trimmed before it read them; and rows
   written before the stream existed never had entries. Both are repaired by `catch_up`, a
@@ -69,6 +71,10 @@ class IndexerConfig:
     batch_entries: int = 200  # most entries per read
     block_ms: int = 100  # how long a read waits for entries (and so the idle lag)
     claim_idle_ms: int = 30_000  # entries pending this long on another consumer are claimed
+    # The indexer's liveness key expires this long after its last heartbeat (a beat every
+    # third of it); other indexers then take over its pending entries, checking every sixth
+    # of it. 0: no key and no takeover, only the idle claim (give all indexers the same).
+    alive_ttl_ms: int = 3_000
     check_s: float = 15.0  # how often to claim stale entries and look for trimmed ones
     catch_up_rows: int = 5_000  # messages scanned per catch-up statement
     # Ingest first: while the oldest entry of the ingest stream (the writers' backlog) is older
@@ -97,7 +103,12 @@ class Indexer:
         self._config = config or IndexerConfig()
         self.consumer = consumer or streams.consumer_name()
         self._group = streams.GroupReader(
-            redis, keys.index_stream, INDEX_GROUP, self.consumer, self._entries_per_read
+            redis,
+            keys.index_stream,
+            INDEX_GROUP,
+            self.consumer,
+            self._entries_per_read,
+            alive_key=keys.writer_alive,
         )
         self.rows_indexed = 0
         # Age of the oldest entry of the last batch when it was committed: how far search
@@ -139,8 +150,14 @@ class Indexer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Index batches until `stop` is set; a catch-up it started is cancelled (it resumes
-        at the next start, as the Redis marker says it is still owed)."""
-        next_check = 0.0
+        at the next start, as the Redis marker says it is still owed). The indexer's liveness
+        key is kept meanwhile and deleted on return."""
+        async with self._group.alive(self._config.alive_ttl_ms):
+            await self._index_until(stop)
+
+    async def _index_until(self, stop: asyncio.Event) -> None:
+        next_check = next_take_over = 0.0
+        take_over_every = streams.take_over_every_s(self._config.alive_ttl_ms)
         behind = False  # the last read was full: more is waiting, the cap may trim it
         own_pending_first = True  # after a start or a failure, retry our own pending entries
         recreate = False
@@ -150,6 +167,9 @@ class Indexer:
                     if recreate:
                         await self.ensure_group()
                         recreate, next_check = False, 0.0  # check now: a catch-up is owed
+                    if self._config.alive_ttl_ms > 0 and time.monotonic() >= next_take_over:
+                        await self._take_over()
+                        next_take_over = time.monotonic() + take_over_every
                     if time.monotonic() >= next_check:
                         await self._claim_stale()
                         next_check = time.monotonic() + self._config.check_s
@@ -323,16 +343,26 @@ class Indexer:
             await self.index(entries)
         return bool(entries)
 
+    async def _take_over(self) -> None:
+        """Take over the pending entries of indexers whose liveness key is gone; index them."""
+        async for entries, trimmed in self._group.taken_over():
+            await self._index_claimed(entries, trimmed)
+
     async def _claim_stale(self) -> None:
-        """Take over entries left pending by a consumer that died; index them."""
+        """The fallback: claim entries pending longer than `claim_idle_ms` on any consumer
+        (one that died keeping no liveness key); index them."""
         async for entries, trimmed in self._group.claimed(self._config.claim_idle_ms):
-            if trimmed:  # pending entries trimmed: their keys are lost
-                log.warning("%d stale index entries were trimmed; catching up", len(trimmed))
-                await self._redis.set(self._owed, "pending entries trimmed")
-                self.start_catch_up()
             if entries:
                 log.warning("claimed %d stale index entries from a dead indexer", len(entries))
-                await self.index(entries)
+            await self._index_claimed(entries, trimmed)
+
+    async def _index_claimed(self, entries: list[Entry], trimmed: list[bytes]) -> None:
+        if trimmed:  # pending entries trimmed: their keys are lost
+            log.warning("%d stale index entries were trimmed; catching up", len(trimmed))
+            await self._redis.set(self._owed, "pending entries trimmed")
+            self.start_catch_up()
+        if entries:
+            await self.index(entries)
 
     def _entries_per_read(self) -> int:
         wanted = round(self._config.batch_rows / self._keys_per_entry)

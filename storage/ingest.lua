@@ -5,14 +5,26 @@
 -- so the writer reads, decodes and acknowledges few large entries instead of many small ones.
 --
 -- ARGV[1] is one JSON document (one argument, so the client packs it in a single C call):
---   [prefix, stream, ttl_seconds, now_ms, [request, ...]]
+--   [prefix, stream, ttl_seconds, now_ms, [request, ...], max_buffered]
 --   request = [user, port, notify, [dedup_key, content_hash, new_id, row_tail, ...]]
 -- row_tail is the JSON object of the row without its opening brace and without the fields this
 -- script owns (sid, seq, id, at, ed); the script prepends those.
 --
+-- Buffer cap: `<prefix>buffered` counts the rows in every pending set and pending-edits hash
+-- (this script adds what it adds there, the writer's settle.lua subtracts what it removes).
+-- Once it is at max_buffered or more (0: no cap), a request is refused whole, nothing stored,
+-- unless every item is a duplicate (a resend of what is already stored takes no room and is
+-- answered as usual). The cap is checked before each request, so a call can end above it by
+-- at most one request's items.
+--
+-- Every session that gets a row is added to `<prefix>bp:<user>:<port>`, the set of the port's
+-- sessions with rows in the buffer (its reads look there; settle.lua removes a session once it
+-- holds none).
+--
 -- Reply: a JSON array, one array per request:
 --   ["S"]              no active session is known for (user, port): resolve it, then retry
 --   ["L", sid]         the session's dedup state is not in Redis: load it, then retry
+--   ["O", buffered]    the buffer is at its cap (buffered rows): nothing stored, retry later
 --   ["K", sid, entry, seq1, id1, flag1, seq2, ...]
 --                      entry is the stream entry id ('' when nothing new was stored); flag is
 --                      0 stored, 1 duplicate (already committed), 2 updated (an edit),
@@ -20,6 +32,11 @@
 local input = cjson.decode(ARGV[1])
 local prefix, stream, ttl = input[1], input[2], input[3]
 local now = string.format('%d', input[4])
+local max_buffered = input[6]
+local counter = prefix .. 'buffered'
+-- Rows in the buffer before this call (read only when capped) and rows this call added to it.
+local buffered = max_buffered > 0 and tonumber(redis.call('GET', counter) or '0') or 0
+local added = 0
 local out = {}
 -- The entry being assembled: its field/value list, and the replies waiting for its id.
 local fields, waiting = {}, {}
@@ -51,6 +68,18 @@ local function add_row(channel, row)
   rows[#rows + 1] = row
 end
 
+-- Whether every item is already stored with the same content (a resend): then it stores
+-- nothing and is answered even when the buffer is full.
+local function all_duplicates(state, items)
+  for i = 1, #items, 4 do
+    local known = redis.call('HGET', state, items[i])
+    if not known or string.match(known, '^%d+|[^|]+|([^|]+)|') ~= items[i + 1] then
+      return false
+    end
+  end
+  return true
+end
+
 for r = 1, #input[5] do
   local request = input[5][r]
   local user, notify, items = request[1], request[3], request[4]
@@ -61,6 +90,9 @@ for r = 1, #input[5] do
     out[#out + 1] = {'S'}
   elseif redis.call('EXISTS', state) == 0 then
     out[#out + 1] = {'L', sid}
+  elseif max_buffered > 0 and buffered + added >= max_buffered
+      and not all_duplicates(state, items) then
+    out[#out + 1] = {'O', buffered + added}
   else
     if #fields + #items + 2 > MAX_FIELDS then
       append_entry()
@@ -78,7 +110,7 @@ for r = 1, #input[5] do
         redis.call('HSET', state, dk, seq .. '|' .. id .. '|' .. hash .. '|' .. now)
         local row = '{"sid":"' .. sid .. '","seq":' .. seq .. ',"id":"' .. id ..
           '","at":' .. now .. ',"ed":null,' .. tail
-        redis.call('ZADD', pending, seq, row)
+        added = added + redis.call('ZADD', pending, seq, row)
         add_row(channel, row)
         stored = true
         reply[#reply + 1] = seq
@@ -96,7 +128,8 @@ for r = 1, #input[5] do
           redis.call('HSET', state, dk, seq .. '|' .. oid .. '|' .. hash .. '|' .. oat)
           local row = '{"sid":"' .. sid .. '","seq":' .. seq .. ',"id":"' .. oid ..
             '","at":' .. oat .. ',"ed":' .. now .. ',' .. tail
-          redis.call('HSET', edits, seq, row)
+          -- 1 when the message had no buffered edit yet, 0 when this one replaces it.
+          added = added + redis.call('HSET', edits, seq, row)
           add_row(channel, row)
           stored = true
           reply[#reply + 1] = tonumber(seq)
@@ -106,6 +139,7 @@ for r = 1, #input[5] do
       end
     end
     if stored then
+      redis.call('SADD', prefix .. 'bp:' .. user .. ':' .. port, sid)
       waiting[#waiting + 1] = reply
       if notify ~= '' then
         fields[#fields + 1] = 'n' .. #fields
@@ -117,6 +151,9 @@ for r = 1, #input[5] do
   end
 end
 append_entry()
+if added > 0 then
+  redis.call('INCRBY', counter, added)
+end
 for _, channel in ipairs(channels) do
   redis.call('PUBLISH', channel, '[' .. table.concat(published[channel], ',') .. ']')
 end

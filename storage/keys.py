@@ -53,6 +53,22 @@ class Keys:
         Kept apart from `pending` so the writer can drop committed new rows by seq range."""
         return f"{self.prefix}e:{session_id}"
 
+    def port_buffered(self, user_id: str, port: int) -> str:
+        """Set of the user's sessions on the port that have rows in the buffer (in `pending`
+        or `pending_edits`), whatever their age: the port's reads look there, not at its few
+        newest sessions. The ingest script adds a session as it stores a row; the writer's
+        settle script removes it once both are empty, in the same script, so a session that
+        still holds rows is never missing."""
+        return f"{self.prefix}bp:{user_id}:{port}"
+
+    @property
+    def buffered(self) -> str:
+        """String: how many rows all `pending` sets and `pending_edits` hashes hold (messages
+        acked but not yet committed), for the buffer cap. The ingest script adds the rows it
+        adds and the settle script subtracts the rows it removes (clamped at 0), so replays
+        and concurrent writers keep it exact."""
+        return f"{self.prefix}buffered"
+
     def session_channel(self, session_id: str) -> str:
         """Pub/sub: the session's stored rows and edits, published by the ingest script in seq
         order (one JSON array of rows per script call)."""
@@ -76,3 +92,9 @@ class Keys:
         """Pub/sub channel on which writers tell one gateway process its durable frames are
         committed."""
         return f"{self.prefix}persisted:{process_id}"
+
+    def writer_alive(self, consumer: str) -> str:
+        """String with a TTL: set while the stream consumer named `consumer` (a batch writer
+        or a search indexer; names are unique) is alive, refreshed by its heartbeat. Once it
+        is gone, another consumer takes over that consumer's pending entries at once."""
+        return f"{self.prefix}alive:{consumer}"

@@ -5,6 +5,9 @@ in PostgreSQL (the writer removes it from the pending set only after the commit)
 acked edit is in the pending-edits hash until committed. Reading Redis first and PostgreSQL
 second therefore never misses one: a message that leaves Redis between the two reads is
 already committed when PostgreSQL is read. Buffered edits replace what the other two say.
+A port's reads find its sessions with buffered rows through the port's buffered set, which
+holds a session from the ingest call that buffers its row until the settle that leaves it
+none (both atomic scripts): the same argument holds across all of the port's sessions.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import redis.asyncio as aioredis
 
 from storage.db import Connection
 from storage.keys import Keys
+from storage.scripts import lua
 
 _SELECT = (
     "SELECT id, seq, client_id, role, content, content_type, source, client_ts, created_at,"
@@ -34,7 +38,7 @@ class Page:
 
 async def last_seq(conn: Connection, redis: aioredis.Redis, keys: Keys, session_id: str) -> int:
     """The session's newest seq: the allocation counter in Redis, else PostgreSQL's max."""
-    counter = await redis.hget(keys.session_state(session_id), "#")
+    counter = await redis.hget(keys.session_state(session_id), "#")  # type: ignore[misc]  # redis-py 7 types sync|async
     if counter is not None:
         return int(counter)
     found = await conn.fetchval(
@@ -100,30 +104,28 @@ async def session_messages(
     return Page(page, has_more=len(seqs) > limit)
 
 
-# Pending rows can only be in sessions written to within the writer's lag: the port's most
-# recently active few (the active one, and one just rotated away from) are enough.
-_RECENT_SESSIONS = 3
+_PORT_PENDING = lua("port_pending.lua")
 
 
 async def port_messages(
     conn: Connection, redis: aioredis.Redis, keys: Keys, user_id: str, port: int, limit: int
 ) -> list[dict[str, Any]]:
     """The newest `limit` messages of the port across its (not deleted) sessions, newest
-    first, each with its `session_id`; buffered messages included (read your writes)."""
-    recent = await conn.fetch(
-        "SELECT id FROM sessions WHERE user_id = $1 AND port = $2 AND status <> 'deleted'"
-        " ORDER BY activity_at DESC LIMIT $3",
-        user_id,
-        port,
-        _RECENT_SESSIONS,
-    )
-    session_ids = [str(r["id"]) for r in recent]
-    # Redis first, then PostgreSQL: see the module docstring.
-    pipe = redis.pipeline(transaction=True)
-    for sid in session_ids:
-        pipe.zrevrange(keys.pending(sid), 0, limit - 1)
-        pipe.hgetall(keys.pending_edits(sid))
-    replies = await pipe.execute()
+    first, each with its `session_id`; buffered messages included (read your writes).
+
+    The buffered rows come from every session in the port's buffered set (Keys.port_buffered),
+    however many rotations ago it was active, so none is missed; a port whose rows are all
+    committed costs one small script call and the one PostgreSQL query.
+    """
+    # Redis first, then PostgreSQL: see the module docstring. One script, so every session's
+    # new rows and edits are read at the same instant.
+    script = redis.register_script(_PORT_PENDING)
+    reply = await script(keys=[keys.port_buffered(user_id, port)], args=[keys.prefix, limit])
+    buffered = {
+        sid.decode(): (rows, edits)
+        for sid, rows, edits in zip(reply[::3], reply[1::3], reply[2::3], strict=True)
+        if rows or edits
+    }
     records = await conn.fetch(
         "SELECT m.session_id, m.id, m.seq, m.client_id, m.role, m.content, m.content_type,"
         " m.source, m.client_ts, m.created_at, m.edited_at, m.metadata"
@@ -134,18 +136,24 @@ async def port_messages(
         port,
         limit,
     )
+    if buffered:  # deleted sessions vanish from every read, buffered rows included
+        deleted = await conn.fetch(
+            "SELECT id FROM sessions WHERE id = ANY($1::uuid[]) AND status = 'deleted'",
+            list(buffered),
+        )
+        for record in deleted:
+            del buffered[str(record["id"])]
     merged: dict[tuple[str, int], dict[str, Any]] = {}
     for record in records:
         merged[(str(record["session_id"]), record["seq"])] = {
             "session_id": str(record["session_id"]),
             **_stored_message(record),
         }
-    for index, sid in enumerate(session_ids):
-        buffered, edits = replies[2 * index], replies[2 * index + 1]
-        for raw in buffered:
+    for sid, (rows, edits) in buffered.items():
+        for raw in rows:
             message = _buffered_message(raw)
             merged[(sid, message["seq"])] = {"session_id": sid, **message}
-        for raw in edits.values():  # newest versions, of messages on this page only
+        for raw in edits[1::2]:  # newest versions, of messages on this page only
             message = _buffered_message(raw)
             if (sid, message["seq"]) in merged:
                 merged[(sid, message["seq"])] = {"session_id": sid, **message}

@@ -2,8 +2,14 @@
 
 Reads entries through the `writers` consumer group in size- and time-bounded batches, writes
 each batch in one transaction, and acknowledges the entries only after the commit, so a writer
-that dies at any point leaves its entries pending for another writer to claim
-(`XAUTOCLAIM` after `claim_idle_ms`).
+that dies at any point leaves its entries pending for another writer to claim. Each writer
+keeps a liveness key (`alive_ttl_ms`, see storage/streams.py); once a writer's key is gone, the
+next writer that looks (every sixth of that TTL) takes over its pending entries, so a SIGKILLed
+writer's backlog waits 2 to 3.5 s with the 3 s TTL, not `claim_idle_ms`. Claiming entries
+pending longer than `claim_idle_ms` on any consumer stays as the fallback. A writer cut from
+Redis for longer than its TTL may find its entries taken over when it returns: both write them
+(idempotently, below), and its XACK after its commit, of entries it no longer owns, only
+removes entries whose rows are committed.
 
 Fast path: new rows go in with one COPY straight into `messages`, and the session counters are
 updated from the batch itself. A batch that was already (partly) written, because a writer died
@@ -61,6 +67,10 @@ COLUMNS = (
 
 # Batches kept in the search index stream when no indexer reads it (~ minutes of traffic).
 INDEX_STREAM_MAXLEN = 100_000
+# Dead letters kept (about: an approximate MAXLEN trims whole stream nodes, so the stream holds
+# up to a node more). Overflow policy: the oldest dead letters are dropped, logged and counted
+# (`BatchWriter.dead_letters_dropped`); copy them out before then to keep them all.
+DEAD_LETTER_MAXLEN = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +82,11 @@ class WriterConfig:
     batch_entries: int = 500
     block_ms: int = 50  # how long a read waits for entries before writing what it has
     claim_idle_ms: int = 30_000  # entries pending this long on another consumer are claimed
+    # The writer's liveness key expires this long after its last heartbeat (it beats every
+    # third of it); other writers then take over its pending entries. 0: no key and no
+    # takeover, only the idle claim (give every writer of a deployment the same setting).
+    alive_ttl_ms: int = 3_000
+    dead_letter_maxlen: int = DEAD_LETTER_MAXLEN  # dead letters kept; the oldest go first
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +118,15 @@ class BatchWriter:
         self._config = config or WriterConfig()
         self.consumer = consumer or streams.consumer_name()
         self._group = streams.GroupReader(
-            redis, keys.stream, WRITER_GROUP, self.consumer, self._entries_per_read
+            redis,
+            keys.stream,
+            WRITER_GROUP,
+            self.consumer,
+            self._entries_per_read,
+            alive_key=keys.writer_alive,
         )
         self.rows_written = 0
+        self.dead_letters_dropped = 0  # oldest dead letters trimmed by the cap
         self._on_batch = on_batch  # (rows inserted, seconds) after each batch, for metrics
         self._rows_per_entry = 1.0  # moving mean, sizes the next read
         self._settle = redis.register_script(lua("settle.lua"))
@@ -129,11 +150,20 @@ class BatchWriter:
             await task
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Write batches until `stop` is set, then drain what is left and return."""
-        next_claim = 0.0
+        """Write batches until `stop` is set, then drain what is left and return; the
+        writer's liveness key is kept meanwhile and deleted on return."""
+        async with self._group.alive(self._config.alive_ttl_ms):
+            await self._write_until(stop)
+
+    async def _write_until(self, stop: asyncio.Event) -> None:
+        next_take_over = next_claim = 0.0
+        take_over_every = streams.take_over_every_s(self._config.alive_ttl_ms)
         own_pending_first = True  # after a start or a failure, retry our own pending entries
         while not stop.is_set():
             try:
+                if self._config.alive_ttl_ms > 0 and time.monotonic() >= next_take_over:
+                    await self.take_over()
+                    next_take_over = time.monotonic() + take_over_every
                 if time.monotonic() >= next_claim:
                     await self.claim_stale()
                     next_claim = time.monotonic() + self._config.claim_idle_ms / 2000
@@ -181,8 +211,19 @@ class BatchWriter:
             await self.write(entries)
         return bool(entries)
 
+    async def take_over(self) -> int:
+        """Claim and write the pending entries of writers whose liveness key is gone, whatever
+        their idle time; returns the entries written."""
+        claimed = 0
+        async for entries, _ in self._group.taken_over():
+            if entries:
+                await self.write(entries)
+                claimed += len(entries)
+        return claimed
+
     async def claim_stale(self) -> int:
-        """Take over entries left pending by a consumer that died; write them."""
+        """The fallback: claim and write entries pending longer than `claim_idle_ms` on any
+        consumer (one that died keeping no liveness key); returns the entries written."""
         claimed = 0
         async for entries, _ in self._group.claimed(self._config.claim_idle_ms):
             if entries:
@@ -237,7 +278,20 @@ class BatchWriter:
             self._keys.dead_letters,
         )
         record: dict[Any, Any] = {**fields, b"error": str(error).encode(), b"entry": entry_id}
-        await self._redis.xadd(self._keys.dead_letters, record)
+        cap = self._config.dead_letter_maxlen
+        pipe = self._redis.pipeline(transaction=True)  # the lengths around this very XADD
+        pipe.xlen(self._keys.dead_letters)
+        pipe.xadd(self._keys.dead_letters, record, maxlen=cap, approximate=True)
+        pipe.xlen(self._keys.dead_letters)
+        before, _, after = await pipe.execute()
+        if (dropped := before + 1 - after) > 0:
+            self.dead_letters_dropped += dropped
+            log.warning(
+                "dead-letter stream %s is at its cap (~%d): its %d oldest entries were dropped",
+                self._keys.dead_letters,
+                cap,
+                dropped,
+            )
         await self._acknowledge([entry], batch, [])
 
     def _entries_per_read(self) -> int:
@@ -264,13 +318,36 @@ class BatchWriter:
     async def _acknowledge(
         self, entries: list[Entry], batch: _Batch, changed: list[Session]
     ) -> None:
+        # Settle first (settle.lua): the rows leave the buffer and its count, and sessions
+        # left with no rows leave their port's set, before the entries are acknowledged. A
+        # writer that dies in between leaves the entries to be written again, and settling
+        # them again removes, and subtracts, nothing twice; acknowledging first could leave
+        # rows in the buffer, counted against its cap, for good.
+        touched: dict[str, tuple[int, list[int], list[int | str]]] = {}  # a seq, runs, edits
+        for session_id, seqs in batch.written.items():
+            touched[session_id] = (seqs[0], [bound for run in _runs(seqs) for bound in run], [])
+        for session_id, seq, digest in batch.edits_written:
+            touched.setdefault(session_id, (seq, [], []))[2].extend((seq, digest))
+        settle = []
+        for session_id, (seq, runs, edits) in touched.items():
+            row = batch.new.get((session_id, seq)) or batch.edits[(session_id, seq)]
+            user_id, port = row[3], row[4]  # COLUMNS order
+            settle.append(
+                [
+                    self._keys.pending(session_id),
+                    self._keys.pending_edits(session_id),
+                    self._keys.port_buffered(user_id, port),
+                    session_id,
+                    runs,
+                    edits,
+                ]
+            )
+        if settle:
+            await self._settle(args=[orjson.dumps([self._keys.buffered, settle])])
         ids = [entry_id for entry_id, _ in entries]
         pipe = self._redis.pipeline(transaction=False)
         pipe.xack(self._keys.stream, WRITER_GROUP, *ids)
         pipe.xdel(self._keys.stream, *ids)
-        for session_id, seqs in batch.written.items():
-            for low, high in _runs(seqs):
-                pipe.zremrangebyscore(self._keys.pending(session_id), low, high)
         for channel, token in batch.notify:
             pipe.publish(channel, token)
         for session in changed:
@@ -287,9 +364,6 @@ class BatchWriter:
                 approximate=True,
             )
         await pipe.execute()
-        if batch.edits_written:
-            edits = [[self._keys.pending_edits(s), q, d] for s, q, d in batch.edits_written]
-            await self._settle(args=[orjson.dumps(edits)])
 
 
 @dataclass(slots=True)

@@ -86,7 +86,7 @@ async def _read_as(redis: aioredis.Redis, gateway: RunningGateway, consumer: str
 
 
 async def _xrange(redis: aioredis.Redis, stream: str) -> list[Entry]:
-    entries: list[Entry] = await redis.xrange(stream)  # type: ignore[assignment]
+    entries: list[Entry] = await redis.xrange(stream)
     return entries
 
 
@@ -135,14 +135,14 @@ async def test_a_half_written_batch_is_completed_without_duplicates(
 async def test_entries_of_a_dead_writer_are_claimed(
     gateway_no_writer: RunningGateway, redis: aioredis.Redis, db: asyncpg.Pool
 ) -> None:
-    """Entries a dead consumer read but never acknowledged are claimed and written."""
+    """Entries a dead consumer read but never acknowledged are claimed by idle time and
+    written (the fallback: liveness keys off here; tests/test_writer_takeover.py has them on)."""
     acks = await _send_many(gateway_no_writer, 9712, 20, "dead")
     entries = await _read_as(redis, gateway_no_writer, "dead-writer")
     assert _rows(entries) == 16
     running = gateway_no_writer.gateway
-    writer = BatchWriter(
-        running.pool, redis, running.keys, WriterConfig(claim_idle_ms=0), consumer="alive"
-    )
+    config = WriterConfig(claim_idle_ms=0, alive_ttl_ms=0)
+    writer = BatchWriter(running.pool, redis, running.keys, config, consumer="alive")
     async with writer.running():
         await asyncio.wait_for(writer.wait_drained(), 15)
     session_id = uuid.UUID(acks[0]["session_id"])
@@ -247,6 +247,32 @@ async def test_a_row_postgres_refuses_goes_to_dead_letters(
     assert await count_messages(db, acks[0]["session_id"]) == 8 + 4
 
 
+async def test_the_dead_letter_stream_is_capped_dropping_the_oldest(
+    gateway_no_writer: RunningGateway, redis: aioredis.Redis, db: asyncpg.Pool
+) -> None:
+    """A dead letter added to a dead-letter stream past its cap trims the oldest entries
+    (approximately: whole stream nodes), keeps the newest, and counts what it dropped."""
+    acks = await _send_many(gateway_no_writer, 9722, 5, "capped")
+    running = gateway_no_writer.gateway
+    for i in range(300):  # dead letters of long ago
+        await redis.xadd(running.keys.dead_letters, {b"old": str(i).encode()})
+    good_row = (await _xrange(redis, running.keys.stream))[0][1][b"r0"]
+    poison = good_row.replace(b'"content":"', b'"content":"\\u0000', 1).replace(
+        b'"seq":1,', b'"seq":99,', 1
+    )
+    await redis.xadd(running.keys.stream, {b"n": b"", b"r0": poison})
+    writer = BatchWriter(running.pool, redis, running.keys, WriterConfig(dead_letter_maxlen=50))
+    async with writer.running():
+        await asyncio.wait_for(writer.wait_drained(), 15)
+    dead = await _xrange(redis, running.keys.dead_letters)
+    # Approximate trimming removes only whole nodes (100 entries each by default).
+    assert 50 <= len(dead) <= 50 + 100
+    assert writer.dead_letters_dropped == 301 - len(dead)
+    assert b"\\u0000" in dead[-1][1][b"r0"] and b"error" in dead[-1][1]
+    assert dead[0][1][b"old"] == str(301 - len(dead)).encode()  # the oldest went first
+    assert await count_messages(db, acks[0]["session_id"]) == 4
+
+
 async def test_a_buffered_edit_is_read_over_the_committed_original(
     gateway_no_writer: RunningGateway, redis: aioredis.Redis
 ) -> None:
@@ -267,7 +293,7 @@ async def test_a_buffered_edit_is_read_over_the_committed_original(
     assert [(m["seq"], m["content"]) for m in before] == [(1, "v2")]
     assert before[0]["edited_at"] is not None
     assert [(m["seq"], m["content"]) for m in after] == [(1, "v2")]
-    assert await redis.hlen(running.keys.pending_edits(ack["session_id"])) == 0
+    assert await redis.hlen(running.keys.pending_edits(ack["session_id"])) == 0  # type: ignore[misc]  # redis-py 7 types sync|async
     assert await redis.zcard(running.keys.pending(ack["session_id"])) == 0
 
 
