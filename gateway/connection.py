@@ -160,6 +160,8 @@ class Connection:
         return self._outbox.qsize()
 
     async def run(self) -> None:
+        # Live events lost to a pub/sub reset are recovered by the subscriptions themselves.
+        self._gateway.hub.on_reset(self._subscriptions.on_reset)
         self._sender = asyncio.create_task(self._send_replies(), name="ws-sender")
         reader = asyncio.create_task(self._read_frames(), name="ws-reader")
         too_slow = asyncio.create_task(self._too_slow.wait(), name="ws-too-slow")
@@ -248,6 +250,7 @@ class Connection:
 
     async def _leave(self) -> None:
         """Drop this connection's subscriptions and presence (it is gone)."""
+        self._gateway.hub.off_reset(self._subscriptions.on_reset)
         with contextlib.suppress(Exception):
             await self._subscriptions.close()
         with contextlib.suppress(Exception):

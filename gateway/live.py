@@ -15,6 +15,15 @@ one in between does both, and the seq check drops the second copy. Edits carry t
 
 Feeds never block the hub: they push frames into the connection without waiting, and a
 connection that cannot take more is closed with 1013 (see `gateway/connection.py`).
+
+**Recovery.** Pub/sub may lose publications (the hub's connection was reset: see
+`gateway/hub.py`). A session feed that may have missed something goes back to step 2 from the
+last seq it sent, in order after whatever the connection has queued: after every hub reset,
+and whenever a message arrives whose seq is not the next one (seqs are dense per session, and
+the ingest script publishes them in order, so a jump means a loss). Feeds without seqs (the
+session list, a port's session and presence events) cannot tell what they missed: after a
+reset their clients get a `resync` event and re-fetch (docs/protocol.md); a port feed also
+looks up its port's active session again and follows it if it changed meanwhile.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from gateway.protocol import (
     SessionList,
     Target,
     encode_message_event,
+    encode_resync,
     encode_subscribed,
 )
 from storage import sessions
@@ -104,16 +114,22 @@ class LiveContext:
 class SessionFeed:
     """One connection's view of one session's messages."""
 
-    def __init__(self, context: LiveContext, session_id: str, port: int, push: Push) -> None:
+    def __init__(
+        self, context: LiveContext, session_id: str, port: int, push: Push, later: Later
+    ) -> None:
         self.session_id = session_id
         self.port = port
         self._context = context
         self._push = push
+        self._later = later
         self.last_seq = 0
         self._live = False
         self._backlog: list[LiveMessage] = []
         self._overflowed = False
         self._versions: dict[int, int] = {}  # seq -> version sent, while catching up
+        self._recovering = False  # a catch-up is queued (see `recover`)
+        self._stopped = False
+        self.recoveries = 0  # catch-ups run after a reset or a gap (tests and metrics)
 
     @property
     def channel(self) -> str:
@@ -123,18 +139,46 @@ class SessionFeed:
         await self._context.hub.listen(self.channel, self.on_messages, decode_rows)
 
     async def stop(self) -> None:
+        self._stopped = True
         await self._context.hub.unlisten(self.channel, self.on_messages)
 
     def on_messages(self, messages: list[LiveMessage]) -> None:
-        if self._live:
-            for message in messages:
-                if self._is_new(message):
-                    self._push(message.text)
-        elif len(self._backlog) + len(messages) <= BACKLOG_LIMIT:
+        for index, message in enumerate(messages):
+            if not self._live:
+                self._hold(messages[index:])
+                return
+            if message.version == 0 and message.seq > self.last_seq + 1:
+                # A seq jump: what came between was lost on the way. Hold this and what
+                # follows, and read the gap from storage.
+                self.recover()
+                self._hold(messages[index:])
+                return
+            if self._is_new(message):
+                self._push(message.text)
+
+    def _hold(self, messages: list[LiveMessage]) -> None:
+        """Keep events for the catch-up under way; past the limit, storage has them."""
+        if len(self._backlog) + len(messages) <= BACKLOG_LIMIT:
             self._backlog.extend(messages)
         else:
             self._overflowed = True
             self._backlog.clear()
+
+    def recover(self) -> None:
+        """Live events may have been lost: stop sending live, and catch up again from the
+        last seq sent, in order after what the connection has queued."""
+        self._live = False
+        if self._recovering or self._stopped:
+            return
+        self._recovering = True
+        self._later(self._catch_up_again)
+
+    async def _catch_up_again(self, send: Send) -> None:
+        self._recovering = False
+        if self._stopped:
+            return
+        self.recoveries += 1
+        await self.go_live(send, self.last_seq)
 
     def _is_new(self, message: LiveMessage) -> bool:
         if message.version == 0:
@@ -165,6 +209,8 @@ class SessionFeed:
                 break
             self._overflowed = False  # too much arrived meanwhile: storage has all of it
             since_seq = self.last_seq
+        if self._recovering:
+            return  # reset again meanwhile: stay off live until the queued catch-up runs
         self._live = True
         self._versions.clear()
 
@@ -222,7 +268,7 @@ class Subscriptions:
                 session = await sessions.get_session(conn, self.user_id, target.session_id)
             if session is None:
                 raise NotFound("no such session")
-            feed = SessionFeed(context, str(session.id), session.port, self.push)
+            feed = SessionFeed(context, str(session.id), session.port, self.push, self.later)
             self._sessions[feed.session_id] = feed
             try:
                 await self.start_feed(feed, send, ref, target, session.to_json(), since_seq)
@@ -288,6 +334,15 @@ class Subscriptions:
     def _on_user_event(self, event: UserEvent) -> None:
         self.push(event.text)
 
+    def on_reset(self) -> None:
+        """The hub's connection was reset: anything published meanwhile may be lost."""
+        for feed in self._sessions.values():
+            feed.recover()
+        for port_feed in self.ports.values():
+            port_feed.on_reset()
+        if self._session_list:
+            self.push(encode_resync(SessionList()))
+
 
 class PortFeed:
     """A port subscription: the port's active session's messages, following rotations, and
@@ -317,7 +372,9 @@ class PortFeed:
             return
         if since_seq is not None and since_session_id not in (None, session.id):
             since_seq = 0  # the port rotated while the client was away: all of the new one
-        self.feed = SessionFeed(context, str(session.id), self.port, self._owner.push)
+        self.feed = SessionFeed(
+            context, str(session.id), self.port, self._owner.push, self._owner.later
+        )
         await self._owner.start_feed(
             self.feed, send, ref, ByPort(self.port), session.to_json(), since_seq
         )
@@ -348,6 +405,21 @@ class PortFeed:
             assert event.session_id is not None
             self._owner.later(self._switcher(event.session_id))
 
+    def on_reset(self) -> None:
+        """Tell the client to re-fetch the port's sessions and presence; catch the current
+        session up, then follow the port's active session if it changed meanwhile."""
+        self._owner.push(encode_resync(ByPort(self.port)))
+        if self.feed is not None:
+            self.feed.recover()
+        self._owner.later(self._follow_active)
+
+    async def _follow_active(self, send: Send) -> None:
+        if self._owner.ports.get(self.port) is not self:
+            return  # unsubscribed meanwhile
+        session = await self._active_session()
+        if session is not None and (self.feed is None or self.feed.session_id != str(session.id)):
+            await self._switcher(str(session.id))(send)
+
     def _switcher(self, session_id: str) -> Callable[[Send], Awaitable[None]]:
         async def switch(send: Send) -> None:
             if self._owner.ports.get(self.port) is not self:
@@ -357,7 +429,9 @@ class PortFeed:
                     return
                 await self.feed.stop()
             # The new session's messages from its first one: they are all new to the client.
-            self.feed = SessionFeed(self._owner.context, session_id, self.port, self._owner.push)
+            self.feed = SessionFeed(
+                self._owner.context, session_id, self.port, self._owner.push, self._owner.later
+            )
             await self.feed.start()
             await self.feed.go_live(send, 0)
 

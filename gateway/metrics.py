@@ -82,6 +82,12 @@ class Metrics:
         self.pool_in_use = Gauge(
             "gateway_db_pool_in_use", "PostgreSQL connections checked out", registry=r
         )
+        self.hub_resets = Gauge(
+            "gateway_hub_resets",
+            "Reconnects of this process's pub/sub connection since it started (each one makes"
+            " every live feed catch up from storage)",
+            registry=r,
+        )
         self.slow_queries = Counter(
             "gateway_db_slow_queries", "Queries slower than the slow-query threshold", registry=r
         )
@@ -105,6 +111,7 @@ class Metrics:
     async def render(self, gateway: Gateway) -> tuple[bytes, str]:
         """Read the gauges of shared state, then the exposition text and its content type."""
         self.connections.set(len(gateway.connections))
+        self.hub_resets.set(gateway.hub.resets)
         pool = gateway.pool
         self.pool_in_use.set(pool.get_size() - pool.get_idle_size())
         stream = gateway.keys.stream

@@ -34,8 +34,11 @@ local gone = {}  -- (user, port) announced offline by this call
 -- sweep, or by its own 'down'), at most once per call.
 local function drop(user, port, conn)
   local key = port_key(user, port)
-  local existed = redis.call('ZREM', key, conn) == 1
-  redis.call('ZREM', index, user .. '|' .. port .. '|' .. conn)
+  -- Either record counts: the port's set expires by itself (PEXPIRE in 'up') when no sweep
+  -- ran in time (a busy or paused process), and its offline must still be announced.
+  local in_port = redis.call('ZREM', key, conn) == 1
+  local in_index = redis.call('ZREM', index, user .. '|' .. port .. '|' .. conn) == 1
+  local existed = in_port or in_index
   local id = user .. '|' .. port
   if existed and not online(key) and not gone[id] then
     gone[id] = true

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from playwright.async_api import (
     Browser,
     BrowserContext,
@@ -27,6 +28,7 @@ from playwright.async_api import (
 from gateway.auth import issue_token
 from gateway.settings import Settings
 from tests.conftest import ROOT, RunningGateway, request, run_gateway, searchable
+from tests.test_hub_reset import kill_pubsub_clients
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -318,6 +320,34 @@ async def test_reconnect_after_a_rotation_shows_the_new_session(
     await expect(message(page, 1)).to_contain_text("new 0")
     await expect(page.locator('[data-testid="message"]')).to_have_count(2)
     await expect(page.get_by_test_id("session-item")).to_have_count(2)
+
+
+async def test_tab_comes_through_a_pubsub_reset_showing_every_message(
+    tabs: Tabs, gateway: RunningGateway, redis: aioredis.Redis
+) -> None:
+    """With the gateway's pub/sub connection killed twice, ten messages and a rotation sent
+    meanwhile, the tab shows every message once, in order, then follows the new session."""
+    async with gateway.connect() as ide:
+        await ide_message(ide, 9229, "before")
+        page = await tabs.open(9229)
+        await expect(message(page, 1)).to_be_visible(timeout=WAIT_MS)
+        await kill_pubsub_clients(redis)
+        for i in range(10):
+            await ide_message(ide, 9229, f"during {i}")
+        await expect(message(page, 11)).to_contain_text("during 9", timeout=WAIT_MS)
+        seqs = await page.locator('[data-testid="message"]').evaluate_all(
+            "(els) => els.map((el) => Number(el.dataset.seq))"
+        )
+        assert seqs == list(range(1, 12))
+        await kill_pubsub_clients(redis)
+        created = await request(ide, {"type": "session.new", "port": 9229})
+        await ide_message(ide, 9229, "new session")
+    active = page.locator('[data-testid="session-item"][data-active="true"]')
+    await expect(active).to_have_attribute(
+        "data-session-id", created["session"]["id"], timeout=WAIT_MS
+    )
+    await expect(message(page, 1)).to_contain_text("new session", timeout=WAIT_MS)
+    await expect(page.locator('[data-testid="message"]')).to_have_count(1)
 
 
 async def test_streaming_reply_is_replaced_in_place(tabs: Tabs, gateway: RunningGateway) -> None:

@@ -189,9 +189,23 @@ function handleFrame(frame) {
     case "error":
       onError(frame);
       break;
+    case "resync":
+      onResync(frame);
+      break;
     default:
       break; // welcome, pong, unsubscribed
   }
+}
+
+/** The gateway may have lost events of this feed (its pub/sub connection was reset): the
+ * messages of a followed session come anyway, but session, port and presence events do not,
+ * so fetch them again. A followed port subscribes again, so a rotation missed meanwhile is
+ * picked up (onSubscribed sees the other session and starts the view over). */
+function onResync(frame) {
+  loadPorts();
+  if (state.selectedPort !== null) loadSessions();
+  const view = state.view;
+  if (frame.port !== undefined && frame.port === view.port && view.follow) subscribeView();
 }
 
 // ---- ports ------------------------------------------------------------------------------
