@@ -418,6 +418,10 @@ class PortFeed:
             return  # unsubscribed meanwhile
         session = await self._active_session()
         if session is not None and (self.feed is None or self.feed.session_id != str(session.id)):
+            # The event that activated it may be among the lost: say which session the
+            # messages that follow belong to, as that event would have.
+            event = sessions.session_event("updated", session, activated=True)
+            await send(decode_user_event(event).text)
             await self._switcher(str(session.id))(send)
 
     def _switcher(self, session_id: str) -> Callable[[Send], Awaitable[None]]:

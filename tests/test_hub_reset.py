@@ -108,6 +108,37 @@ async def test_port_subscriber_gets_every_seq_across_a_pubsub_kill(
         assert await message_seqs(tab, 1) == [23]
 
 
+async def test_port_subscriber_follows_a_rotation_made_while_the_hub_was_down(
+    gateway: RunningGateway, redis: aioredis.Redis
+) -> None:
+    """A rotation and a message made right after the kill reach the port subscriber as an
+    `activated` session event for the new session followed by its seq 1, whether the
+    rotation's own event was lost or not."""
+    async with gateway.connect() as ide, gateway.connect() as tab:
+        await request(ide, {"type": "message", "port": 9304, "content": "old"})
+        await request(tab, {"type": "subscribe", "port": 9304, "since_seq": 0})
+        assert await message_seqs(tab, 1) == [1]
+        resets = gateway.gateway.hub.resets
+        await kill_pubsub_clients(redis)
+        created = await request(ide, {"type": "session.new", "port": 9304})
+        new_id = created["session"]["id"]
+        await request(ide, {"type": "message", "port": 9304, "content": "new"})
+        await wait_reset(gateway.gateway.hub, resets)
+        frames: list[dict[str, Any]] = []
+        async with asyncio.timeout(10):
+            while not any(f["type"] == "message" and f["session_id"] == new_id for f in frames):
+                frames.append(await receive(tab))
+        activations = [
+            i
+            for i, f in enumerate(frames)
+            if f["type"] == "session" and f.get("activated") and f["session"]["id"] == new_id
+        ]
+        first_new = next(i for i, f in enumerate(frames) if f.get("session_id") == new_id)
+        assert activations and activations[0] < first_new
+        assert frames[first_new]["message"]["seq"] == 1
+        assert frames[first_new]["message"]["content"] == "new"
+
+
 async def test_repeated_kills_under_load_lose_nothing_for_any_feed(
     gateway: RunningGateway, redis: aioredis.Redis
 ) -> None:

@@ -178,7 +178,7 @@ function handleFrame(frame) {
       onMessage(frame);
       break;
     case "session":
-      onSessionEvent(frame.event, frame.session);
+      onSessionEvent(frame.event, frame.session, Boolean(frame.activated));
       break;
     case "presence":
       onPresence(frame.port, frame.online);
@@ -190,7 +190,7 @@ function handleFrame(frame) {
       onError(frame);
       break;
     case "resync":
-      onResync(frame);
+      onResync();
       break;
     default:
       break; // welcome, pong, unsubscribed
@@ -198,14 +198,12 @@ function handleFrame(frame) {
 }
 
 /** The gateway may have lost events of this feed (its pub/sub connection was reset): the
- * messages of a followed session come anyway, but session, port and presence events do not,
- * so fetch them again. A followed port subscribes again, so a rotation missed meanwhile is
- * picked up (onSubscribed sees the other session and starts the view over). */
-function onResync(frame) {
+ * messages of a followed session or port come anyway (the gateway reads them from storage,
+ * and announces a rotation it missed with an `activated` session event), but the session
+ * list and presence do not, so fetch them again. */
+function onResync() {
   loadPorts();
   if (state.selectedPort !== null) loadSessions();
-  const view = state.view;
-  if (frame.port !== undefined && frame.port === view.port && view.follow) subscribeView();
 }
 
 // ---- ports ------------------------------------------------------------------------------
@@ -417,7 +415,7 @@ function openSession(sessionId) {
   }
 }
 
-function onSessionEvent(event, session) {
+function onSessionEvent(event, session, activated = false) {
   const port = ensurePort(session.port, session.ide_type);
   if (session.status === "active" && event !== "deleted") {
     port.active_session = session;
@@ -442,8 +440,9 @@ function onSessionEvent(event, session) {
 
   const view = state.view;
   if (view.port !== session.port) return;
-  if (event === "created" && session.status === "active" && view.follow && session.id !== view.sessionId) {
-    // Rotation: the port subscription now sends the new session's messages from its first.
+  if (activated && session.status === "active" && view.follow && session.id !== view.sessionId) {
+    // Rotation (or an unarchive, or a switch announced after a resync): the port
+    // subscription now sends that session's messages from its first.
     followNewSession(session.id);
   } else if (event === "deleted" && session.id === view.sessionId) {
     if (view.follow) followNewSession(null);

@@ -518,7 +518,8 @@ class Subscriber:
     """A live feed client: subscribes to a port (following its rotations) or to one session,
     from seq 0, and records every seq it gets per session. After a dropped connection it
     reconnects (to the next of `urls`, with backoff) and resumes with `since_seq` (and
-    `since_session_id` for a port); a `resync` event makes it subscribe again the same way.
+    `since_session_id` for a port). A `resync` event needs nothing from it: the gateway
+    recovers message feeds in place (docs/protocol.md), so it only counts them.
     """
 
     def __init__(
@@ -530,6 +531,7 @@ class Subscriber:
         self.session: str | None = session_id  # the session followed now
         self.received: dict[str, list[int]] = collections.defaultdict(list)
         self.resumes = 0
+        self.resyncs = 0
         self.closes: collections.Counter[int | None] = collections.Counter()
         self._changed = asyncio.Condition()
         self._subscribed = asyncio.Event()
@@ -602,7 +604,7 @@ class Subscriber:
                         async for raw in ws:
                             frame = orjson.loads(raw)
                             if frame["type"] == "resync":
-                                await ws.send(orjson.dumps(self._subscribe_frame()).decode())
+                                self.resyncs += 1
                             else:
                                 await self._on_frame(frame)
                 self.closes[ws.close_code] += 1
