@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from storage.background import background
 from storage.keys import Keys
+from storage.outages import log_failure
 from storage.scripts import lua
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,8 @@ class Presence:
                 if entries:
                     await self._call("up", entries)
                 await self.sweep()
-            except Exception:
-                log.exception("presence heartbeat failed; retrying")
+            except Exception as exc:
+                log_failure(log, "presence heartbeat failed; retrying", exc)
 
     async def _call(self, op: str, entries: list[tuple[str, int, str]]) -> None:
         if not entries and op != "sweep":

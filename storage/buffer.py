@@ -34,12 +34,12 @@ from typing import Any
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from storage import sessions
 from storage.background import background
 from storage.dedup import content_hash
 from storage.keys import Keys
+from storage.outages import log_failure
 from storage.scripts import lua
 
 log = logging.getLogger(__name__)
@@ -206,13 +206,8 @@ class IngestBuffer:
         try:
             await self._flush(batch)
         except Exception as exc:
-            if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-                # Expected while Redis is down, once per tick: one line, not a traceback each
-                # (and its text only: a record holding the error would keep the failed
-                # requests alive through its traceback for as long as the record lives).
-                log.warning("ingest flush of %d requests failed: %s", len(batch), str(exc))
-            else:
-                log.exception("ingest flush of %d requests failed", len(batch))
+            # Once per tick while Redis is down: one line then (see storage/outages.py).
+            log_failure(log, f"ingest flush of {len(batch)} requests failed", exc)
             for request in batch:
                 if not request.future.done():
                     request.future.set_exception(BufferUnavailable(exc))

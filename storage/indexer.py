@@ -51,6 +51,7 @@ import redis.asyncio as aioredis
 from storage import search, streams
 from storage.db import Connection
 from storage.keys import Keys
+from storage.outages import log_failure
 from storage.streams import Entry
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,7 @@ class Indexer:
                         recreate = True
                         continue
                     # PostgreSQL or Redis down, or a bug: search may lag, ingest must go on.
-                    log.exception("indexer batch failed; retrying in 1 s")
+                    log_failure(log, "indexer batch failed; retrying in 1 s", exc)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
         finally:

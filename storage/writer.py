@@ -40,6 +40,7 @@ import redis.asyncio as aioredis
 from storage import streams
 from storage.db import Connection
 from storage.keys import WRITER_GROUP, Keys
+from storage.outages import log_failure
 from storage.scripts import lua
 from storage.sessions import COLUMNS as SESSION_COLUMNS
 from storage.sessions import Session, session_event, session_from
@@ -183,7 +184,7 @@ class BatchWriter:
                         continue
                 # Whatever failed (PostgreSQL or Redis down, a bug), the writer must not die
                 # while the gateway keeps acking: log, back off, retry its own pending first.
-                log.exception("writer batch failed; retrying in 1 s")
+                log_failure(log, "writer batch failed; retrying in 1 s", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)  # back off, but stop promptly
         try:
