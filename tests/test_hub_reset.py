@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import httpx
 import orjson
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection
@@ -106,6 +107,10 @@ async def test_port_subscriber_gets_every_seq_across_a_pubsub_kill(
         # Still live on the same socket afterwards, and nothing more was queued twice.
         await request(ide, {"type": "message", "port": 9300, "content": "after"})
         assert await message_seqs(tab, 1) == [23]
+    async with httpx.AsyncClient(base_url=gateway.http_url, timeout=10) as http:
+        metrics = (await http.get("/metrics")).text
+    assert f"gateway_hub_resets {float(gateway.gateway.hub.resets)}" in metrics
+    assert gateway.gateway.hub.resets > resets
 
 
 async def test_port_subscriber_follows_a_rotation_made_while_the_hub_was_down(
