@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 
 from gateway.hub import Hub
+from storage.outages import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,17 @@ class PersistWaiter:
         """
         delay = 0.005
         while True:
-            async with self._pool.acquire() as conn:
-                found = await conn.fetchval(
-                    "SELECT count(*) FROM messages WHERE session_id = $1 AND seq = ANY($2)",
-                    session_id,
-                    seqs,
-                )
+            try:
+                async with self._pool.acquire() as conn:
+                    found = await conn.fetchval(
+                        "SELECT count(*) FROM messages WHERE session_id = $1 AND seq = ANY($2)",
+                        session_id,
+                        seqs,
+                    )
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                found = None  # PostgreSQL is down: not committed yet, as far as we can tell
             if found == len(set(seqs)):
                 return
             await asyncio.sleep(delay)

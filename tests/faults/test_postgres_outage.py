@@ -81,8 +81,9 @@ class PersistedChecker:
 async def test_postgres_outage_buffers_acks_and_resumes(
     own_postgres: ServerProcess, redis_url: str, tmp_path: Path
 ) -> None:
-    """PostgreSQL stopped for 10 s under load: buffered acks go on, a `durable` frame is never
-    acked `persisted` before its rows are committed, and service resumes by itself."""
+    """PostgreSQL stopped for 10 s under load (with a hub reset in the middle): buffered acks
+    go on, a `durable` frame is never acked `persisted` before its rows are committed, nor
+    refused with anything but `overloaded`, and service resumes by itself."""
     deployment = Deployment(own_postgres.url, redis_url)
     started = time.monotonic()
     # serve applies the migrations; the checker connects once they ran.
@@ -108,6 +109,13 @@ async def test_postgres_outage_buffers_acks_and_resumes(
             await asyncio.to_thread(own_postgres.stop)
             stopped = time.monotonic()
             code, body = await readyz(serve.url)
+            # A hub reset in the middle of the outage: the durable frames' waiters then look
+            # for their rows in PostgreSQL, which is down: still not an `internal` error.
+            pubsub = aioredis.Redis.from_url(redis_url)
+            try:
+                hub_killed = int(await pubsub.client_kill_filter(_type="pubsub"))
+            finally:
+                await pubsub.aclose()
             await asyncio.sleep(OUTAGE_S)  # the outage itself (see OUTAGE_S)
             during = load.acks_since(stopped)
             durable_during = durable.acks_since(stopped)
@@ -140,9 +148,12 @@ async def test_postgres_outage_buffers_acks_and_resumes(
             "persisted acks found uncommitted": len(checker.early),
             "readyz during the outage": f"{code} {body.get('reason', '')}",
             "serve exit code": exit_code,
+            "pub/sub connections killed during the outage": hub_killed,
         },
     )
     report.check(min_acked=600)
+    assert hub_killed >= 1
+    assert set(durable.errors) <= {"overloaded"}, report.render()  # never `internal`
     assert not checker.early, report.render()
     assert len(during) > 100, report.render()  # ~40 s of frames in 10 s: buffered acks went on
     assert checker.checked >= 40, report.render()
