@@ -26,7 +26,9 @@ from playwright.async_api import (
 )
 
 from gateway.auth import issue_token
+from gateway.protocol import IDE_PORT_RANGES, ide_type_for_port
 from gateway.settings import Settings
+from gateway.ui_routes import UI_DIR
 from tests.conftest import ROOT, RunningGateway, request, run_gateway, searchable
 from tests.test_hub_reset import kill_pubsub_clients
 
@@ -439,3 +441,32 @@ async def test_token_in_the_page_url_authorizes_the_tab(tabs: Tabs, settings: Se
         await expect(stranger.locator("#notice")).to_contain_text("Not authorized", timeout=WAIT_MS)
         for opened in (page, stranger):
             await opened.close()
+
+
+async def test_ui_takes_the_ide_port_ranges_from_the_protocol(
+    tabs: Tabs, gateway: RunningGateway
+) -> None:
+    """The page imports gateway/protocol.py's IDE port ranges and names a port's IDE by them."""
+    async with gateway.connect() as ide:
+        await ide_message(ide, 9222, "here")
+        page = await tabs.open(9222)
+        served = await page.evaluate(
+            "async () => (await import('/ui/ide-ports.js')).IDE_PORT_RANGES"
+        )
+        assert served == [list(r) for r in IDE_PORT_RANGES]
+        # Ports the tab learns of from presence alone: no session or port record names their IDE.
+        async with gateway.connect() as other:
+            await request(other, {"type": "hello", "kind": "ide", "ports": [9235, 9245, 9300]})
+            for port in (9235, 9245, 9300):
+                item = page.locator(f'[data-testid="port-item"][data-port="{port}"]')
+                await expect(item.locator(".ide-type")).to_have_text(
+                    ide_type_for_port(port), timeout=WAIT_MS
+                )
+
+
+def test_ui_scripts_hold_no_copy_of_the_ide_port_ranges() -> None:
+    """No file in gateway/ui spells out an IDE port: the ranges reach the page from one route."""
+    for path in UI_DIR.iterdir():
+        text = path.read_text()
+        for first, last, _ in IDE_PORT_RANGES:
+            assert str(first) not in text and str(last) not in text, path.name

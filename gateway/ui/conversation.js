@@ -1,0 +1,349 @@
+// The conversation: one session's messages, paged in from the newest, kept live.
+//
+// What is shown, and how it stays right:
+// * The view is either the selected port's active session, followed through rotations with a
+//   `port` subscription, or an older session picked in the list (`session_id`).
+// * A new view subscribes without `since_seq` (live from `last_seq` on) and reads the newest
+//   page over HTTP; a reconnection subscribes with `since_seq` = the last seq shown, and the
+//   gateway sends exactly what came after it. Messages are keyed by seq, and an incoming copy
+//   replaces a shown one only if it is a newer version (edits), so nothing shows twice.
+// * The address bar's #port=…&session=… names the view, so a reload shows it again.
+
+import { updateComposer } from "./composer.js";
+import { api, live } from "./connection.js";
+import { renderMessage } from "./render.js";
+import {
+  applyPresence,
+  applySessionEvent,
+  ideTypeFor,
+  loadPorts,
+  newestPort,
+  renderPorts,
+  renderSessions,
+  sessionTitle,
+  switchSessions,
+} from "./sidebar.js";
+import { dom, newView, showNotice, state } from "./state.js";
+
+const PAGE = 200;
+
+// ---- what is selected -------------------------------------------------------------------
+
+function readHash() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const port = Number(params.get("port"));
+  return { port: Number.isInteger(port) && port > 0 ? port : null, session: params.get("session") };
+}
+
+function writeHash() {
+  const params = new URLSearchParams();
+  if (state.selectedPort !== null) params.set("port", String(state.selectedPort));
+  if (!state.view.follow && state.view.sessionId) params.set("session", state.view.sessionId);
+  const hash = params.toString();
+  history.replaceState(null, "", location.pathname + location.search + (hash ? `#${hash}` : ""));
+}
+
+/** Read the ports; with none selected yet, show the one the address names, else the newest. */
+export async function refreshPorts() {
+  if (!(await loadPorts())) return;
+  if (state.selectedPort === null) {
+    const wanted = readHash();
+    const port = state.ports.has(wanted.port) ? wanted.port : newestPort();
+    if (port !== null) selectPort(port, wanted.port === port ? wanted.session : null);
+  }
+}
+
+/** Show `port`: its active session (null, followed), or its session `sessionId`. */
+export function selectPort(port, sessionId) {
+  if (port === state.selectedPort && sessionId === null && state.view.follow) return;
+  const previous = state.selectedPort;
+  state.selectedPort = port;
+  if (previous !== port) switchSessions();
+  showView(port, sessionId);
+  renderPorts();
+}
+
+/** A session of the selected port was picked in the list. */
+export function openSession(sessionId) {
+  const session = state.sessions.get(sessionId);
+  const view = state.view;
+  if (session && session.status === "active") {
+    if (!view.follow) showView(state.selectedPort, null); // else: already shown, and followed
+  } else if (view.follow || view.sessionId !== sessionId) {
+    showView(state.selectedPort, sessionId);
+  }
+}
+
+/** The "Back to the active session" and "Load earlier messages" buttons. */
+export function listenConversation() {
+  dom.follow.addEventListener("click", () => showView(state.selectedPort, null));
+  dom.loadOlder.addEventListener("click", loadOlder);
+}
+
+// ---- events that change the view --------------------------------------------------------
+
+export function onPresence(port, online) {
+  applyPresence(port, online);
+  if (port === state.selectedPort) renderHead();
+}
+
+export function onSessionEvent(event, session, activated = false) {
+  applySessionEvent(event, session);
+  const view = state.view;
+  if (view.port !== session.port) return;
+  if (activated && session.status === "active" && view.follow && session.id !== view.sessionId) {
+    // Rotation (or an unarchive, or a switch announced after a resync): the port
+    // subscription now sends that session's messages from its first.
+    followNewSession(session.id);
+  } else if (event === "deleted" && session.id === view.sessionId) {
+    if (view.follow) followNewSession(null);
+    else showView(view.port, null);
+    showNotice("That session was deleted.");
+  } else if (session.id === view.sessionId) {
+    renderHead();
+  }
+}
+
+/** A message sent from here was acked: the first one on a port creates its session, so show
+ * that session if no event did already. */
+export function showAckedSession(frame) {
+  const view = state.view;
+  if (view.follow && view.port === frame.port && view.sessionId === null) followNewSession(frame.session_id);
+}
+
+/** An `error`: true if it refused the view's subscribe (then the port's active session shows). */
+export function refuseView(frame) {
+  if (!frame.ref || frame.ref !== state.view.ref) return false;
+  // E.g. a session from an old link, deleted since: show the port's active one instead.
+  if (!state.view.follow) showView(state.view.port, null);
+  showNotice(`Cannot show that session: ${frame.message}`);
+  return true;
+}
+
+// ---- the view and its subscription ------------------------------------------------------
+
+/** Show `sessionId` of `port`, or (null) the port's active session, following rotations. */
+export function showView(port, sessionId) {
+  const old = state.view;
+  state.view = newView(port, sessionId);
+  state.view.follow = sessionId === null;
+  if (old.target && live.isOpen && !sameTarget(old.target, viewTarget(state.view))) {
+    live.send({ type: "unsubscribe", ...old.target });
+  }
+  clearMessages();
+  renderHead();
+  renderSessions();
+  updateComposer();
+  writeHash();
+  subscribeView();
+}
+
+function followNewSession(sessionId) {
+  const view = state.view;
+  view.sessionId = sessionId;
+  view.messages = new Map();
+  view.lastSeq = 0;
+  view.loaded = true; // a new session: everything in it arrives over the subscription
+  view.hasOlder = false;
+  clearMessages();
+  renderHead();
+  renderSessions();
+}
+
+function viewTarget(view) {
+  return view.follow ? { port: view.port } : { session_id: view.sessionId };
+}
+
+function sameTarget(a, b) {
+  return a.port === b.port && a.session_id === b.session_id;
+}
+
+/** Subscribe to what the view shows; on a (re)connection, from the last seq shown. */
+export function subscribeView() {
+  const view = state.view;
+  if (view.port === null || !live.isOpen) return; // app.js subscribes when the socket opens
+  view.ref = `view-${state.nextRef++}`;
+  view.since = view.loaded ? view.lastSeq : null;
+  view.target = viewTarget(view);
+  const frame = { type: "subscribe", ref: view.ref, ...view.target };
+  if (view.since !== null) frame.since_seq = view.since;
+  live.send(frame);
+}
+
+export function onSubscribed(frame) {
+  const view = state.view;
+  if (frame.sessions || frame.ref !== view.ref) return; // the list, or an older view's
+  const session = frame.session;
+  if (session === null) {
+    // A port with no session yet: its first message creates one (a `created` event).
+    followNewSession(null);
+    return;
+  }
+  if (session.port === state.selectedPort) {
+    state.sessions.set(session.id, session);
+    renderSessions();
+  }
+  if (session.id === view.sessionId && view.since !== null) return; // catch-up follows
+  const since = view.since;
+  view.sessionId = session.id;
+  view.messages = new Map();
+  view.lastSeq = 0;
+  view.loaded = false;
+  clearMessages();
+  renderHead();
+  renderSessions();
+  if (since === 0) {
+    view.loaded = true; // since_seq 0: the catch-up that follows is the whole session
+    return;
+  }
+  if (since !== null) {
+    // since_seq was about another session (the port rotated while we were away): the
+    // gateway would skip this one's first messages. Start this view over.
+    subscribeView();
+    return;
+  }
+  loadNewest(view, frame.last_seq);
+}
+
+// ---- messages ---------------------------------------------------------------------------
+
+/** Still showing what it showed when `sessionId` was read (no other view, no rotation)? */
+function stillShowing(view, sessionId) {
+  return state.view === view && view.sessionId === sessionId;
+}
+
+/** The newest page up to `lastSeq` (the subscription sends what comes after it). */
+async function loadNewest(view, lastSeq) {
+  const sessionId = view.sessionId;
+  if (lastSeq > 0) {
+    const page = await fetchMessages(sessionId, { before_seq: String(lastSeq + 1), limit: String(PAGE) });
+    if (page === null || !stillShowing(view, sessionId)) return;
+    view.hasOlder = page.has_more;
+    addMessages(page.messages, true);
+  }
+  if (!stillShowing(view, sessionId)) return;
+  view.loaded = true;
+  renderHead();
+  updateEmpty();
+  if (view.reveal !== null) await reveal(view);
+}
+
+/** Load earlier pages until the message `view.reveal` is shown, then scroll to it and mark it. */
+export async function reveal(view) {
+  const seq = view.reveal;
+  view.reveal = null;
+  while (!view.messages.has(seq) && view.hasOlder && state.view === view) {
+    const before = view.messages.size;
+    await loadOlder();
+    if (view.messages.size === before) break; // the load failed: its notice says so
+  }
+  if (state.view !== view) return;
+  const el = dom.messages.querySelector(`[data-seq="${seq}"]`);
+  if (!el) return;
+  for (const found of dom.messages.querySelectorAll(".found")) found.classList.remove("found");
+  el.classList.add("found");
+  el.scrollIntoView({ block: "center" });
+}
+
+async function loadOlder() {
+  const view = state.view;
+  const oldest = Math.min(...view.messages.keys());
+  if (!Number.isFinite(oldest) || oldest <= 1) return;
+  const sessionId = view.sessionId;
+  dom.loadOlder.disabled = true;
+  const page = await fetchMessages(sessionId, { before_seq: String(oldest), limit: String(PAGE) });
+  dom.loadOlder.disabled = false;
+  if (page === null || !stillShowing(view, sessionId)) return;
+  view.hasOlder = page.has_more;
+  const before = dom.scroller.scrollHeight - dom.scroller.scrollTop;
+  addMessages(page.messages, false);
+  dom.scroller.scrollTop = dom.scroller.scrollHeight - before; // keep what was in view
+  renderHead();
+}
+
+async function fetchMessages(sessionId, params) {
+  try {
+    return await api(`/api/sessions/${encodeURIComponent(sessionId)}/messages?${new URLSearchParams(params)}`);
+  } catch (error) {
+    showNotice(`Could not load messages: ${error.message}`, "load");
+    return null;
+  }
+}
+
+export function onMessage(frame) {
+  const view = state.view;
+  if (frame.session_id !== view.sessionId || view.sessionId === null) return;
+  addMessages([frame.message], null);
+}
+
+function version(message) {
+  return message.edited_at ? Date.parse(message.edited_at) || 0 : 0;
+}
+
+/** Show messages by seq: a new seq is inserted in order, a known one replaced only by a newer
+ * version. `stick`: true scrolls to the end, null does so only if the end was in view. */
+function addMessages(messages, stick) {
+  const view = state.view;
+  const scroller = dom.scroller;
+  const atEnd = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 48;
+  for (const message of messages) {
+    const shown = view.messages.get(message.seq);
+    if (shown && version(message) <= version(shown)) continue;
+    view.messages.set(message.seq, message);
+    const el = renderMessage(message);
+    if (shown) {
+      const old = dom.messages.querySelector(`[data-seq="${message.seq}"]`);
+      if (old) old.replaceWith(el);
+      else placeMessage(el, message.seq);
+    } else {
+      placeMessage(el, message.seq);
+    }
+    if (message.seq > view.lastSeq) view.lastSeq = message.seq;
+  }
+  updateEmpty();
+  if (stick === true || (stick === null && atEnd)) scroller.scrollTop = scroller.scrollHeight;
+}
+
+function placeMessage(el, seq) {
+  // Children are in seq order: binary search for the first one with a larger seq.
+  const children = dom.messages.children;
+  let low = 0;
+  let high = children.length;
+  while (low < high) {
+    const mid = (low + high) >> 1;
+    if (Number(children[mid].dataset.seq) < seq) low = mid + 1;
+    else high = mid;
+  }
+  dom.messages.insertBefore(el, children[low] || null);
+}
+
+function clearMessages() {
+  dom.messages.replaceChildren();
+  updateEmpty();
+}
+
+function updateEmpty() {
+  const view = state.view;
+  dom.messagesEmpty.hidden = view.port === null || view.messages.size > 0;
+  dom.loadOlder.hidden = !view.hasOlder;
+}
+
+function renderHead() {
+  const view = state.view;
+  dom.follow.hidden = view.follow || view.port === null;
+  if (view.port === null) {
+    dom.title.textContent = "Select a port";
+    dom.info.textContent = "";
+    return;
+  }
+  const port = state.ports.get(view.port);
+  const session = view.sessionId ? state.sessions.get(view.sessionId) : null;
+  dom.title.textContent = session ? sessionTitle(session) : `Port ${view.port}`;
+  const parts = [`:${view.port}`, port ? port.ide_type : ideTypeFor(view.port)];
+  if (port) parts.push(port.online ? "IDE online" : "IDE offline");
+  if (!view.sessionId) parts.push("no session yet");
+  else if (view.follow) parts.push("active session");
+  else if (session) parts.push(session.status === "active" ? "active session" : "archived session");
+  dom.info.textContent = parts.join(" · ");
+  updateEmpty();
+}

@@ -1,0 +1,233 @@
+// The sidebar: every port with its presence, and the selected port's sessions under it.
+//
+// Ports and sessions are read over HTTP on every (re)connection, then kept current by the
+// `sessions: true` subscription: the conversation passes each `session` and `presence` event
+// here first (`applySessionEvent`, `applyPresence`), then does what the event means for the
+// view. What a click does is the conversation's too: `listenSidebar` takes it as callbacks,
+// so this module never imports the conversation (which imports it).
+
+import { api } from "./connection.js";
+import { IDE_PORT_RANGES } from "./ide-ports.js"; // served from gateway/protocol.py
+import { h } from "./render.js";
+import { dom, hideNotice, showNotice, state } from "./state.js";
+
+/** The IDE type a port implies when no session or port record says (the gateway's rule). */
+export function ideTypeFor(port) {
+  const range = IDE_PORT_RANGES.find(([first, last]) => port >= first && port <= last);
+  return range ? range[2] : "unknown";
+}
+
+/** The port's entry, made (offline, no session) if the page did not know it yet. */
+export function ensurePort(port, ideType) {
+  let entry = state.ports.get(port);
+  if (!entry) {
+    entry = { port, ide_type: ideType || ideTypeFor(port), online: false, active_session: null, last_activity_at: null };
+    state.ports.set(port, entry);
+  }
+  return entry;
+}
+
+/** Read the ports and show them; true if they were read (else a notice says why not). */
+export async function loadPorts() {
+  let body;
+  try {
+    body = await api("/api/ports");
+  } catch (error) {
+    showNotice(`Could not load ports: ${error.message}`, "load");
+    return false;
+  }
+  hideNotice("load");
+  for (const port of body.ports) state.ports.set(port.port, port);
+  renderPorts();
+  return true;
+}
+
+/** The port with the latest activity, or null if there is none. */
+export function newestPort() {
+  let best = null;
+  for (const p of state.ports.values()) {
+    if (best === null || (p.last_activity_at || "") > (best.last_activity_at || "")) best = p;
+  }
+  return best ? best.port : null;
+}
+
+/** Clicks on a port (`pickPort(port)`) or on a session (`pickSession(sessionId)`). */
+export function listenSidebar({ pickPort, pickSession }) {
+  // One listener for the list, not one per button: the buttons come and go as ports and
+  // sessions do, and each carries what it names in a data attribute.
+  dom.ports.addEventListener("click", (event) => {
+    const button = event.target.closest("button");
+    if (!button) return;
+    if (button.classList.contains("port-button")) pickPort(Number(button.dataset.port));
+    else if (button.classList.contains("session-button")) pickSession(button.dataset.sessionId);
+  });
+}
+
+export function renderPorts() {
+  const ports = [...state.ports.values()].sort((a, b) => a.port - b.port);
+  dom.portsEmpty.hidden = ports.length > 0;
+  ports.forEach((port, index) => {
+    let li = state.portItems.get(port.port);
+    if (!li) {
+      li = h(
+        "li",
+        { class: "port" },
+        h(
+          "button",
+          { type: "button", class: "port-button", "data-testid": "port-item", "data-port": port.port },
+          h("span", { class: "port-number" }),
+          h("span", { class: "ide-type" }),
+          h("span", { class: "badge", "data-testid": "port-online" }),
+        ),
+        h("ul", { class: "sessions", hidden: true }),
+      );
+      state.portItems.set(port.port, li);
+    }
+    if (dom.ports.children[index] !== li) dom.ports.insertBefore(li, dom.ports.children[index] || null);
+    const button = li.firstChild;
+    const selected = port.port === state.selectedPort;
+    button.setAttribute("aria-expanded", String(selected));
+    button.classList.toggle("selected", selected);
+    button.querySelector(".port-number").textContent = `:${port.port}`;
+    button.querySelector(".ide-type").textContent = port.ide_type;
+    const badge = button.querySelector(".badge");
+    badge.textContent = port.online ? "online" : "offline";
+    badge.dataset.online = String(Boolean(port.online));
+    badge.classList.toggle("online", Boolean(port.online));
+    button.setAttribute("aria-label", `Port ${port.port}, ${port.ide_type}, ${port.online ? "online" : "offline"}`);
+    li.lastChild.hidden = !selected;
+  });
+}
+
+export function applyPresence(port, online) {
+  ensurePort(port).online = online;
+  renderPorts();
+}
+
+/** Forget the previous port's sessions and load the selected one's. */
+export function switchSessions() {
+  state.sessions.clear();
+  for (const li of state.sessionItems.values()) li.remove();
+  state.sessionItems.clear();
+  state.sessionsCursor = null;
+  loadSessions();
+}
+
+/** A page of the selected port's sessions: the first (null) or the one after `cursor`. */
+export async function loadSessions(cursor = null) {
+  const port = state.selectedPort;
+  let body;
+  try {
+    const query = new URLSearchParams({ port: String(port), limit: "50" });
+    if (cursor) query.set("cursor", cursor);
+    body = await api(`/api/sessions?${query}`);
+  } catch (error) {
+    showNotice(`Could not load sessions: ${error.message}`, "load");
+    return;
+  }
+  if (port !== state.selectedPort) return; // another port was picked meanwhile
+  state.sessionsCursor = body.next_cursor;
+  if (!cursor) {
+    // The first page again (a reconnection): sessions deleted meanwhile go, later pages too.
+    const fresh = new Set(body.sessions.map((session) => session.id));
+    for (const [id, item] of state.sessionItems) {
+      if (fresh.has(id) || id === state.view.sessionId) continue;
+      item.remove();
+      state.sessionItems.delete(id);
+      state.sessions.delete(id);
+    }
+  }
+  for (const session of body.sessions) state.sessions.set(session.id, session);
+  renderSessions();
+}
+
+function activity(session) {
+  return session.last_message_at || session.created_at || "";
+}
+
+/** The selected port's sessions, newest activity first, the one shown marked. */
+export function renderSessions() {
+  const li = state.portItems.get(state.selectedPort);
+  if (!li) return;
+  const list = li.lastChild;
+  const sessions = [...state.sessions.values()].sort(
+    (a, b) => (activity(b) > activity(a) ? 1 : activity(b) < activity(a) ? -1 : b.id > a.id ? 1 : -1),
+  );
+  sessions.forEach((session, index) => {
+    let item = state.sessionItems.get(session.id);
+    if (!item) {
+      item = h(
+        "li",
+        {},
+        h(
+          "button",
+          {
+            type: "button",
+            class: "session-button",
+            "data-testid": "session-item",
+            "data-session-id": session.id,
+          },
+          h("span", { class: "session-title" }),
+          h("span", { class: "session-meta" }),
+        ),
+      );
+      state.sessionItems.set(session.id, item);
+    }
+    if (list.children[index] !== item) list.insertBefore(item, list.children[index] || null);
+    const button = item.firstChild;
+    const active = session.status === "active";
+    const shown = session.id === state.view.sessionId;
+    button.dataset.active = String(active);
+    button.classList.toggle("active", active);
+    if (shown) button.setAttribute("aria-current", "true");
+    else button.removeAttribute("aria-current");
+    button.querySelector(".session-title").textContent = sessionTitle(session);
+    const count = `${session.message_count} message${session.message_count === 1 ? "" : "s"}`;
+    button.querySelector(".session-meta").textContent = active ? `active · ${count}` : count;
+  });
+  let more = list.querySelector(".more");
+  if (state.sessionsCursor && !more) {
+    more = h("li", { class: "more" }, h("button", {
+      type: "button", class: "secondary", text: "More sessions",
+      onclick: () => loadSessions(state.sessionsCursor),
+    }));
+  }
+  if (more) {
+    if (state.sessionsCursor) list.append(more);
+    else more.remove();
+  }
+}
+
+export function sessionTitle(session) {
+  if (session.title) return session.title;
+  const date = new Date(session.created_at);
+  return Number.isNaN(date.getTime())
+    ? "Session"
+    : `Session of ${date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" })}`;
+}
+
+/** A `session` event's effect on the lists: the port's active session and activity, and
+ * the session's entry if it is the selected port's. What it means for the view is not here. */
+export function applySessionEvent(event, session) {
+  const port = ensurePort(session.port, session.ide_type);
+  if (session.status === "active" && event !== "deleted") {
+    port.active_session = session;
+  } else if (port.active_session && port.active_session.id === session.id) {
+    port.active_session = null;
+  }
+  const at = session.last_message_at || session.updated_at;
+  if (at && (!port.last_activity_at || at > port.last_activity_at)) port.last_activity_at = at;
+  renderPorts();
+
+  if (session.port === state.selectedPort) {
+    if (event === "deleted") {
+      state.sessions.delete(session.id);
+      const item = state.sessionItems.get(session.id);
+      if (item) item.remove();
+      state.sessionItems.delete(session.id);
+    } else {
+      state.sessions.set(session.id, session);
+    }
+    renderSessions();
+  }
+}

@@ -1,0 +1,73 @@
+// What the page knows, and the elements it draws into: shared by every part of the UI.
+//
+// One object, mutated in place by the parts (sidebar, conversation, composer, search) and
+// read by the others; `window.chatGateway.state` is this object, for tests and the console.
+// Nothing here sends, fetches or renders, so every module can import it without a cycle.
+
+const $ = (id) => document.getElementById(id);
+
+// Module scripts run after the document is parsed, so every element exists by now.
+export const dom = {
+  connection: $("connection"),
+  ports: $("ports"),
+  portsEmpty: $("ports-empty"),
+  title: $("conversation-title"),
+  info: $("conversation-info"),
+  follow: $("follow"),
+  scroller: $("scroller"),
+  loadOlder: $("load-older"),
+  messages: $("messages"),
+  messagesEmpty: $("messages-empty"),
+  composer: $("composer"),
+  composerLabel: $("composer-label"),
+  input: $("composer-input"),
+  send: $("send"),
+  notice: $("notice"),
+  search: $("search"),
+  searchInput: $("search-input"),
+  searchStatus: $("search-status"),
+  searchResults: $("search-results"),
+};
+
+/** What the conversation shows: one session of a port, or the port's active one. */
+export function newView(port, sessionId) {
+  return {
+    port,
+    sessionId, // the session shown (null: the port has none yet, or not known yet)
+    follow: true, // true: the port's active session, through rotations (a port subscription)
+    messages: new Map(), // seq -> message
+    lastSeq: 0,
+    loaded: false, // true once what is shown is complete up to lastSeq (since_seq is valid)
+    hasOlder: false,
+    ref: null, // the ref of the latest subscribe sent for this view; older replies are stale
+    since: null, // the since_seq that subscribe carried
+    target: null, // what the subscription names: {port} or {session_id}
+    reveal: null, // a seq to scroll to once loaded (a search result that was opened)
+  };
+}
+
+export const state = {
+  ports: new Map(), // port -> {port, ide_type, online, active_session, last_activity_at}
+  portItems: new Map(), // port -> its <li>
+  selectedPort: null,
+  sessions: new Map(), // session id -> session, for the selected port
+  sessionItems: new Map(), // session id -> its <li>
+  sessionsCursor: null,
+  view: newView(null, null),
+  pending: new Map(), // ref -> message frame sent and not yet acked
+  nextRef: 1,
+  probed: false, // the API was asked why the socket is down (once per outage)
+};
+
+/** One notice at a time; `kind` lets a later success clear only the notice it resolves. */
+export function showNotice(text, kind = "") {
+  dom.notice.textContent = text;
+  dom.notice.dataset.kind = kind;
+  dom.notice.hidden = false;
+}
+
+export function hideNotice(kind = null) {
+  if (kind !== null && dom.notice.dataset.kind !== kind) return;
+  dom.notice.hidden = true;
+  dom.notice.textContent = "";
+}
