@@ -1,8 +1,12 @@
 """The ASGI application: routes, and the lifespan that opens and closes every resource.
 
-Resources open in dependency order and close in reverse: PostgreSQL pool, Redis, the durable
-waiter, the ingest flusher, then the writer, which drains the stream on the way out so a clean
-shutdown leaves nothing buffered that it could have written.
+Resources open in dependency order and close in reverse. Open: the PostgreSQL pool and Redis,
+then the writer, the indexer, the hub, the durable waiter, the ingest flusher and presence.
+Close: presence, the flusher (its last call pushes every queued ingest into the Redis
+buffer), the durable waiter, the hub, the indexer, and the writer last of all, which drains
+the stream on the way out; then Redis and the pool. The writer closing after the flusher is
+what lets a clean shutdown leave nothing buffered that it could have written: closing the
+writer first would drain the stream before the final ingests reach it. See `open_gateway`.
 """
 
 from __future__ import annotations
@@ -130,14 +134,28 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             if settings.run_writer
             else None
         )
+        # The stack closes its contexts in the reverse of the order they are entered here, so
+        # each line below is read twice: on the way in top to bottom, on the way out bottom to
+        # top. Each step's comment says why it closes where it does.
         async with contextlib.AsyncExitStack() as stack:
+            # Closes last: its exit drains the stream into PostgreSQL, after the flusher
+            # (below) pushed the final ingests into it. Entered first for exactly that.
             if writer is not None:
                 await stack.enter_async_context(writer.running())
+            # Closes before the writer: it finishes its batch and stops; the index entries of
+            # the writer's final drain stay in the index stream for the next start (nothing
+            # is lost). No other part uses it, so it needs nothing else kept open.
             if indexer is not None:
                 await stack.enter_async_context(indexer.running())
+            # Closes after the waiter, which unlistens its channel through the hub.
             await stack.enter_async_context(hub.running())
+            # Opened before the flusher, whose durable ingests wait on it for their commit, and
+            # closed after it for the same reason; its exit unlistens through the hub.
             await stack.enter_async_context(waiter.running())
+            # Closes second: its final flush pushes every queued ingest into the Redis buffer
+            # before the writer (still running) drains it.
             await stack.enter_async_context(buffer.running())
+            # Closes first: this process's ports go offline while Redis and the hub are up.
             await stack.enter_async_context(presence.running())
             yield Gateway(
                 settings,
@@ -155,6 +173,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 indexer,
             )
     finally:
+        # After every part above stopped using them: the writer's drain needs both.
         await redis.aclose()
         await pool.close()
 

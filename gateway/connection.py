@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -58,8 +59,27 @@ _COMMAND_TYPES: dict[type, str] = {
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
+# The installed distribution's version (pyproject.toml), shown in `welcome`, --version and
+# the OpenAPI document: one place to bump it.
+VERSION = importlib.metadata.version("chat-gateway")
 
+# A teardown step failing this way only means the client already left: nothing to report.
+# OSError covers the server's "client disconnected" (uvicorn raises a subclass of it).
+_CLIENT_LEFT: tuple[type[Exception], ...] = (WebSocketDisconnect, OSError)
+
+
+@contextlib.contextmanager
+def _teardown_step(what: str, expected: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Run one step of a connection's teardown: a failure is logged as a warning with its
+    exception, and teardown goes on (one failed step must not keep the socket or the
+    subscriptions alive), but it is never silent. `expected` failures are not logged;
+    cancellation (a BaseException) passes through untouched."""
+    try:
+        yield
+    except expected:
+        pass
+    except Exception:
+        log.warning("connection teardown: %s failed", what, exc_info=True)
 
 
 class Event(str):
@@ -180,21 +200,32 @@ class Connection:
             close_code = CloseCode.INTERNAL
         finally:
             for task in (reader, too_slow):
+                if task.done():
+                    continue  # its outcome was taken above (the reader's result or error)
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
+                with (
+                    contextlib.suppress(asyncio.CancelledError),
+                    _teardown_step(f"stopping {task.get_name()}", (*_CLIENT_LEFT, ClientGone)),
+                ):
                     await task
             await self._leave()
             if close_code is not None and close_code != CloseCode.TRY_AGAIN:
                 # Let queued replies (e.g. the error saying why) go out first; not for a
-                # too-slow client, which by definition does not take them.
-                with contextlib.suppress(Exception):
+                # too-slow client, which by definition does not take them. Not taking them
+                # in time, or leaving, is the client's choice: no failure of ours.
+                with _teardown_step("flushing replies", (TimeoutError, ClientGone)):
                     await asyncio.wait_for(self._flushed(), _FLUSH_BEFORE_CLOSE_S)
             self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            # A sender that died of anything but the client leaving is a bug: logged here,
+            # where its exception is first retrieved.
+            with (
+                contextlib.suppress(asyncio.CancelledError),
+                _teardown_step("the sender", _CLIENT_LEFT),
+            ):
                 await self._sender
             self._discard()
             if close_code is not None:
-                with contextlib.suppress(Exception):
+                with _teardown_step("closing the socket", _CLIENT_LEFT):
                     await self._websocket.close(int(close_code))
 
     async def _read_frames(self) -> CloseCode | None:
@@ -217,32 +248,37 @@ class Connection:
             await self._dispatch(command)
 
     async def _dispatch(self, command: Command) -> None:
-        if isinstance(command, Ingest):
-            reply = self._ingestor.start_ingest(self.state.user_id, command)
-            await self._queue(reply, command.ref)
-        elif isinstance(command, Ping):
-            await self._queue(encode_pong(command.ref), None)
-        elif isinstance(command, Hello):
-            self.state.kind, self.state.client = command.kind, command.client
-            if command.kind == "ide":
-                await self._gateway.presence.up(self.id, self.state.user_id, command.ports)
-            welcome = encode_welcome(command.ref, self.state.user_id, VERSION, self._limits)
-            await self._queue(welcome, None)
-        elif isinstance(command, Subscribe):
-            subscriptions, ref = self._subscriptions, command.ref
+        # Exhaustive: a command type added to `Command` without a case here fails mypy
+        # (assert_never), instead of falling into another command's branch.
+        match command:
+            case Ingest():
+                reply = self._ingestor.start_ingest(self.state.user_id, command)
+                await self._queue(reply, command.ref)
+            case Ping():
+                await self._queue(encode_pong(command.ref), None)
+            case Hello():
+                self.state.kind, self.state.client = command.kind, command.client
+                if command.kind == "ide":
+                    await self._gateway.presence.up(self.id, self.state.user_id, command.ports)
+                welcome = encode_welcome(command.ref, self.state.user_id, VERSION, self._limits)
+                await self._queue(welcome, None)
+            case Subscribe():
+                subscriptions, ref = self._subscriptions, command.ref
 
-            async def subscribe(send: Send) -> None:
-                await subscriptions.subscribe(send, ref, command.target, command.since_seq)
+                async def subscribe(send: Send) -> None:
+                    await subscriptions.subscribe(send, ref, command.target, command.since_seq)
 
-            await self._queue(Streamed(subscribe), ref)
-        elif not isinstance(command, SessionNew):  # Unsubscribe
-            await self._queue(self._unsubscribe(command.ref, command.target), command.ref)
-        else:
-            # Earlier frames of this connection go to the old session: wait for them first,
-            # and read nothing further until the new session is in place.
-            await self._flushed()
-            await self._queue(self._new_session(command), command.ref)
-            await self._flushed()
+                await self._queue(Streamed(subscribe), ref)
+            case Unsubscribe():
+                await self._queue(self._unsubscribe(command.ref, command.target), command.ref)
+            case SessionNew():
+                # Earlier frames of this connection go to the old session: wait for them
+                # first, and read nothing further until the new session is in place.
+                await self._flushed()
+                await self._queue(self._new_session(command), command.ref)
+                await self._flushed()
+            case _:
+                assert_never(command)
 
     async def _unsubscribe(self, ref: str | None, target: Any) -> str:
         await self._subscriptions.unsubscribe(target)
@@ -251,9 +287,9 @@ class Connection:
     async def _leave(self) -> None:
         """Drop this connection's subscriptions and presence (it is gone)."""
         self._gateway.hub.off_reset(self._subscriptions.on_reset)
-        with contextlib.suppress(Exception):
+        with _teardown_step("dropping the subscriptions"):
             await self._subscriptions.close()
-        with contextlib.suppress(Exception):
+        with _teardown_step("marking the ports offline"):
             await self._gateway.presence.down(self.id)
 
     def _push_event(self, text: str) -> None:
@@ -276,9 +312,7 @@ class Connection:
         self._outbox.put_nowait((Streamed(run), None))
 
     async def _new_session(self, command: SessionNew) -> str:
-        _, new = await self._ingestor.new_session(
-            self.state.user_id, command.port, command.title
-        )
+        _, new = await self._ingestor.new_session(self.state.user_id, command.port, command.title)
         return encode_session_reply(command.ref, new.to_json())
 
     async def _queue(self, reply: Reply, ref: str | None) -> None:

@@ -89,10 +89,18 @@ class Hub:
 
     async def listen(self, channel: str, listener: Listener, decode: Decoder) -> None:
         """Deliver the channel's messages, decoded by `decode` (once for all listeners of the
-        channel; every listener of a channel must pass the same decoder), to `listener`.
-        Returns once Redis confirmed the subscription."""
+        channel), to `listener`. Returns once Redis confirmed the subscription.
+
+        Every listener of a channel must pass the same decoder: one decoded value is handed
+        to all of them, so a listener with another decoder would get values it cannot read.
+        Passing another one raises `ValueError` (and adds nothing)."""
         async with self._lock:
             entry = self._channels.get(channel)
+            if entry is not None and entry.decode != decode:
+                raise ValueError(
+                    f"channel {channel!r} is decoded by {entry.decode!r}; "
+                    f"a listener cannot ask for {decode!r}"
+                )
             if entry is None:
                 entry = self._channels[channel] = _Channel(decode)
                 entry.listeners.add(listener)

@@ -8,11 +8,18 @@ environment the CLI exported (see `Settings.to_env`).
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import msgspec
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "GATEWAY_"
 
@@ -92,16 +99,22 @@ class Settings:
     log_level: str = "info"
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
-        """Defaults, then `GATEWAY_<FIELD>` variables, then explicit overrides (CLI flags)."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then `GATEWAY_<FIELD>` variables, then explicit overrides (CLI flags).
+
+        Each variable is parsed as its field's type; a bad value raises `ValueError` with one
+        line naming the variable (`GATEWAY_PORT='x' is not a valid int`). A `GATEWAY_*`
+        variable that names no field is ignored with a warning naming the closest field:
+        a typo would otherwise leave its setting at the default without a word.
+        """
         env = os.environ if environ is None else environ
+        types = _field_types(cls)
+        _warn_unknown(env, types)
         values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
+        for name, kind in types.items():
+            raw = env.get(_env_name(name))
             if raw is not None:
-                values[f.name] = _parse(f.name, f.type, raw)
+                values[name] = _parse(name, kind, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -110,7 +123,7 @@ class Settings:
         out: dict[str, str] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            out[ENV_PREFIX + f.name.upper()] = (
+            out[_env_name(f.name)] = (
                 ("1" if value else "0") if isinstance(value, bool) else str(value)
             )
         return out
@@ -121,21 +134,46 @@ class Settings:
         return not self.auth_secret
 
 
-def _parse(name: str, type_name: Any, raw: str) -> Any:
-    kind = str(type_name)
+def _env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _field_types(cls: type[Settings]) -> dict[str, type]:
+    """Each field's resolved type (the annotations are strings under `from __future__`)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _warn_unknown(env: Mapping[str, str], types: Mapping[str, type]) -> None:
+    for variable in sorted(env):
+        if not variable.startswith(ENV_PREFIX):
+            continue
+        name = variable.removeprefix(ENV_PREFIX).lower()
+        if name in types and variable == _env_name(name):
+            continue
+        # Matched without the prefix, which every candidate shares and would make anything
+        # look close.
+        close = difflib.get_close_matches(name, types, n=1)
+        hint = f" (did you mean {_env_name(close[0])}?)" if close else ""
+        log.warning("%s is not a setting%s; ignored", variable, hint)
+
+
+# msgspec's lax mode reads `true`/`false`/`1`/`0` (any case); these spellings were accepted
+# before msgspec parsed settings and stay accepted.
+_BOOL_SPELLINGS = {"yes": "true", "on": "true", "no": "false", "off": "false", "": "false"}
+
+
+def _parse(name: str, kind: type, raw: str) -> Any:
+    """`raw` as a value of `kind`; `strict=False` is msgspec's mode for text input (env vars)."""
+    text = _BOOL_SPELLINGS.get(raw.lower(), raw) if kind is bool else raw
     try:
-        if kind == "bool":
-            if raw.lower() in {"1", "true", "yes", "on"}:
-                return True
-            if raw.lower() in {"0", "false", "no", "off", ""}:
-                return False
-            raise ValueError(raw)
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        if kind == "Path":
-            return Path(raw)
-    except ValueError:
-        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
-    return raw
+        return msgspec.convert(text, kind, strict=False, dec_hook=_decode_extra)
+    except msgspec.ValidationError:
+        raise ValueError(f"{_env_name(name)}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def _decode_extra(kind: type, value: Any) -> Any:
+    """msgspec's hook for the field types it has no decoder for."""
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(f"no settings decoder for {kind!r}")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import Counter
 
 import asyncpg
 import orjson
+import pytest
 from websockets.asyncio.client import connect
 
+from gateway.connection import _teardown_step
 from tests.conftest import RunningGateway, drained, receive, request
 
 
@@ -21,7 +24,7 @@ async def test_client_that_leaves_mid_flight_frees_its_connection(
     exactly once, under the id the ack gave, and nothing is stored twice."""
     registry = gateway.gateway.connections
     async with connect(gateway.ws_url, max_queue=1) as probe:
-        session = (await request(probe, {"type": "message", "port": 9900, "content": "p"}))
+        session = await request(probe, {"type": "message", "port": 9900, "content": "p"})
     ws = await connect(gateway.ws_url, max_queue=1)
     frame = {"type": "message", "port": 9900, "content": "x" * 2000}
     for i in range(3000):
@@ -74,3 +77,26 @@ async def test_reader_stops_at_the_inflight_limit(gateway: RunningGateway) -> No
     # the rest of what was sent sits in kernel socket buffers (bounded by the kernel).
     assert inflight == gateway.settings.max_inflight_frames
     assert sent < 200_000
+
+
+def test_a_failed_teardown_step_is_logged_and_teardown_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A teardown step that fails is logged as a warning carrying the exception, and the
+    code after it runs; an expected failure (the client left) is not logged, and a
+    cancellation is not swallowed."""
+    steps: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="gateway.connection"):
+        with _teardown_step("marking the ports offline"):
+            steps.append("first")
+            raise RuntimeError("redis is gone")
+        with _teardown_step("closing the socket", (OSError,)):
+            steps.append("second")
+            raise ConnectionResetError
+        with pytest.raises(asyncio.CancelledError), _teardown_step("stopping a task"):
+            raise asyncio.CancelledError
+    assert steps == ["first", "second"]
+    [record] = [r for r in caplog.records if r.name == "gateway.connection"]
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == "connection teardown: marking the ports offline failed"
+    assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 
+import pytest
 import redis.asyncio as aioredis
 
 from gateway.hub import Hub
@@ -66,3 +67,28 @@ async def test_each_publication_is_decoded_once_for_all_listeners(
         await asyncio.wait_for(all_in.wait(), 10)
     assert len(decoded) == 1
     assert all(inbox == [decoded[0]] for inbox in received)
+
+
+async def test_a_second_listener_with_another_decoder_is_refused(redis: aioredis.Redis) -> None:
+    """A listener passing another decoder than the channel's raises ValueError and is not
+    added; the first listener keeps getting the values its decoder made."""
+    channel = f"test:{uuid.uuid4().hex}"
+    first: list[object] = []
+    other: list[object] = []
+    got_one = asyncio.Event()
+
+    def listener(value: object) -> None:
+        first.append(value)
+        got_one.set()
+
+    hub = Hub(redis)
+    async with hub.running():
+        await hub.listen(channel, listener, bytes)
+        with pytest.raises(ValueError, match="decoded by"):
+            await hub.listen(channel, other.append, bytearray)
+        await hub.listen(channel, first.append, bytes)  # the same decoder is still welcome
+        await hub.unlisten(channel, first.append)
+        await redis.publish(channel, b"payload")
+        await asyncio.wait_for(got_one.wait(), 10)
+    assert first == [b"payload"] and type(first[0]) is bytes
+    assert other == []
