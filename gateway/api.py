@@ -134,7 +134,7 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     """Prometheus exposition of this process's metrics."""
     gateway = _gateway(request)
-    body, content_type = await gateway.metrics.render(gateway)
+    body, content_type = await gateway.metrics.render()
     return Response(body, media_type=content_type)
 
 

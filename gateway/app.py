@@ -32,7 +32,7 @@ from gateway.hub import Hub
 from gateway.ingest import Ingestor
 from gateway.live import LiveContext
 from gateway.logs import configure_logging
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, Sources
 from gateway.presence import Presence
 from gateway.protocol import Limits
 from gateway.server import install_log_filters, tune_gc
@@ -157,6 +157,16 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             await stack.enter_async_context(buffer.running())
             # Closes first: this process's ports go offline while Redis and the hub are up.
             await stack.enter_async_context(presence.running())
+            connections = ConnectionRegistry()
+            metrics.watch(
+                Sources(
+                    connections=connections.__len__,
+                    hub_resets=lambda: hub.resets,
+                    pool=pool,
+                    redis=redis,
+                    keys=keys,
+                )
+            )
             yield Gateway(
                 settings,
                 pool,
@@ -165,7 +175,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 limits,
                 ingestor,
                 writer,
-                ConnectionRegistry(),
+                connections,
                 hub,
                 LiveContext(hub, pool, redis, keys),
                 presence,

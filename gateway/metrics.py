@@ -1,16 +1,25 @@
 """Prometheus metrics of one gateway process, served at `/metrics`.
 
 Counters and histograms are updated where things happen (connections, the writer, the
-database pool's query logger); gauges that describe shared state (the ingest stream's length
-and pending entries, the pool in use, open connections) are read when Prometheus scrapes.
-Each app has its own registry, so several gateways in one process (the tests) do not clash.
+database pool's query logger). Gauges that describe shared state (the ingest stream's length
+and pending entries, the pool in use, open connections, hub resets) come from a
+`SharedStateCollector`: prometheus-client asks a collector for its metrics at each scrape, but
+synchronously, so `Metrics.render` first reads Redis (asynchronously) into a snapshot that the
+collector then reports. Each app has its own registry, so several gateways in one process (the
+tests) do not clash.
+
+The metrics take only what they read (`Sources`), not the whole gateway.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
+import asyncpg
+import redis.asyncio as aioredis
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -19,11 +28,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from storage.keys import WRITER_GROUP
-
-if TYPE_CHECKING:
-    from gateway.context import Gateway
+from storage.keys import WRITER_GROUP, Keys
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +39,72 @@ _BATCH_ROWS = (1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 25000)
 _FLUSH_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """What the shared-state gauges read: the process's connections and hub resets (as
+    callables, so the metrics import neither), its pool, and Redis with its key names."""
+
+    connections: Callable[[], int]
+    hub_resets: Callable[[], int]
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    keys: Keys
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    connections: int = 0
+    pool_in_use: int = 0
+    hub_resets: int = 0
+    buffer_entries: int | None = None  # None: Redis could not be read at this scrape
+    buffer_pending: int | None = None
+    search_backlog: int | None = None
+
+
+class SharedStateCollector(Collector):
+    """Gauges of state shared with other processes or owned elsewhere, from the snapshot the
+    last `Metrics.render` took. A gauge Redis could not be read for is left out of that scrape
+    (absent, not a stale or zero value)."""
+
+    def __init__(self) -> None:
+        self.snapshot = _Snapshot()
+
+    def collect(self) -> Iterator[Metric]:
+        shot = self.snapshot
+        gauges: list[tuple[str, str, int | None]] = [
+            ("gateway_connections", "Open WebSocket connections", shot.connections),
+            ("gateway_db_pool_in_use", "PostgreSQL connections checked out", shot.pool_in_use),
+            (
+                "gateway_hub_resets",
+                "Reconnects of this process's pub/sub connection since it started (each one"
+                " makes every live feed catch up from storage)",
+                shot.hub_resets,
+            ),
+            (
+                "gateway_buffer_entries",
+                "Ingest stream entries not yet written",
+                shot.buffer_entries,
+            ),
+            (
+                "gateway_buffer_pending_entries",
+                "Ingest stream entries delivered to a writer and not acknowledged",
+                shot.buffer_pending,
+            ),
+            ("gateway_search_backlog", "Index stream entries not yet indexed", shot.search_backlog),
+        ]
+        for name, documentation, value in gauges:
+            if value is not None:
+                yield GaugeMetricFamily(name, documentation, value=value)
+
+
 class Metrics:
     def __init__(self, slow_query_s: float) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self._shared = SharedStateCollector()
+        r.register(self._shared)
+        self._sources: Sources | None = None
         self.slow_query_s = slow_query_s
-        self.connections = Gauge("gateway_connections", "Open WebSocket connections", registry=r)
         self.frames_in = Counter(
             "gateway_frames_in", "Client frames received, by type", ["type"], registry=r
         )
@@ -45,14 +113,6 @@ class Metrics:
         )
         self.acks = Counter("gateway_acks", "Acks sent, by durability", ["durability"], registry=r)
         self.errors = Counter("gateway_errors", "Error frames sent, by code", ["code"], registry=r)
-        self.buffer_entries = Gauge(
-            "gateway_buffer_entries", "Ingest stream entries not yet written", registry=r
-        )
-        self.buffer_pending = Gauge(
-            "gateway_buffer_pending_entries",
-            "Ingest stream entries delivered to a writer and not acknowledged",
-            registry=r,
-        )
         self.batch_rows = Histogram(
             "gateway_writer_batch_rows", "Rows per writer batch", buckets=_BATCH_ROWS, registry=r
         )
@@ -76,18 +136,6 @@ class Metrics:
             "Age of the oldest index entry of the last search-index batch when it was committed",
             registry=r,
         )
-        self.search_backlog = Gauge(
-            "gateway_search_backlog", "Index stream entries not yet indexed", registry=r
-        )
-        self.pool_in_use = Gauge(
-            "gateway_db_pool_in_use", "PostgreSQL connections checked out", registry=r
-        )
-        self.hub_resets = Gauge(
-            "gateway_hub_resets",
-            "Reconnects of this process's pub/sub connection since it started (each one makes"
-            " every live feed catch up from storage)",
-            registry=r,
-        )
         self.slow_queries = Counter(
             "gateway_db_slow_queries", "Queries slower than the slow-query threshold", registry=r
         )
@@ -108,25 +156,35 @@ class Metrics:
             query = " ".join(record.query.split())
             log.warning("slow query (%.3f s): %.300s", record.elapsed, query)
 
-    async def render(self, gateway: Gateway) -> tuple[bytes, str]:
-        """Read the gauges of shared state, then the exposition text and its content type."""
-        self.connections.set(len(gateway.connections))
-        self.hub_resets.set(gateway.hub.resets)
-        pool = gateway.pool
-        self.pool_in_use.set(pool.get_size() - pool.get_idle_size())
-        stream = gateway.keys.stream
-        pipe = gateway.redis.pipeline(transaction=False)
-        pipe.xlen(stream)
-        pipe.xpending(stream, WRITER_GROUP)
-        pipe.xlen(gateway.keys.index_stream)
-        try:
-            length, pending, index_length = await pipe.execute(raise_on_error=False)
-            self.buffer_entries.set(int(length))
-            if isinstance(pending, dict):
-                self.buffer_pending.set(int(pending.get("pending", 0)))
-            self.search_backlog.set(int(index_length))
-        except Exception:
-            log.exception("could not read the ingest stream for /metrics")
+    def watch(self, sources: Sources) -> None:
+        """Report the shared-state gauges of `sources` from now on (the pool and Redis exist
+        only after the metrics: the pool's query logger is one of them)."""
+        self._sources = sources
+
+    async def render(self) -> tuple[bytes, str]:
+        """Read the shared state into the collector's snapshot, then the exposition text and
+        its content type."""
+        shot = _Snapshot()
+        sources = self._sources
+        if sources is not None:
+            shot.connections = sources.connections()
+            shot.hub_resets = sources.hub_resets()
+            pool = sources.pool
+            shot.pool_in_use = pool.get_size() - pool.get_idle_size()
+            stream = sources.keys.stream
+            pipe = sources.redis.pipeline(transaction=False)
+            pipe.xlen(stream)
+            pipe.xpending(stream, WRITER_GROUP)
+            pipe.xlen(sources.keys.index_stream)
+            try:
+                length, pending, index_length = await pipe.execute(raise_on_error=False)
+                shot.buffer_entries = int(length)
+                if isinstance(pending, dict):
+                    shot.buffer_pending = int(pending.get("pending", 0))
+                shot.search_backlog = int(index_length)
+            except Exception:
+                log.exception("could not read the ingest stream for /metrics")
+        self._shared.snapshot = shot
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
