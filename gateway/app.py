@@ -33,15 +33,14 @@ from gateway.ingest import Ingestor
 from gateway.live import LiveContext
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics, Sources
+from gateway.persistence import running_persistence
 from gateway.presence import Presence
 from gateway.protocol import Limits
 from gateway.server import install_log_filters, tune_gc
 from gateway.settings import Settings
 from storage.buffer import IngestBuffer
 from storage.db import create_pool
-from storage.indexer import Indexer
 from storage.keys import Keys
-from storage.writer import BatchWriter, WriterConfig
 
 log = logging.getLogger(__name__)
 
@@ -112,41 +111,22 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         presence = Presence(
             redis, keys, ttl_s=settings.presence_ttl_s, heartbeat_s=settings.presence_ttl_s / 3
         )
-        writer = (
-            BatchWriter(
-                pool,
-                redis,
-                keys,
-                WriterConfig(
-                    batch_entries=settings.writer_batch_entries,
-                    block_ms=settings.writer_block_ms,
-                    claim_idle_ms=settings.writer_claim_idle_ms,
-                    alive_ttl_ms=settings.writer_alive_ttl_ms,
-                ),
-                on_batch=metrics.observe_batch,
-            )
-            if settings.run_writer
-            else None
-        )
-        # Search indexing runs off the ingest path, beside the writer (docs/search.md).
-        indexer = (
-            Indexer(pool, redis, keys, on_batch=metrics.observe_index_batch)
-            if settings.run_writer
-            else None
-        )
         # The stack closes its contexts in the reverse of the order they are entered here, so
         # each line below is read twice: on the way in top to bottom, on the way out bottom to
         # top. Each step's comment says why it closes where it does.
         async with contextlib.AsyncExitStack() as stack:
-            # Closes last: its exit drains the stream into PostgreSQL, after the flusher
-            # (below) pushed the final ingests into it. Entered first for exactly that.
-            if writer is not None:
-                await stack.enter_async_context(writer.running())
-            # Closes before the writer: it finishes its batch and stops; the index entries of
-            # the writer's final drain stay in the index stream for the next start (nothing
-            # is lost). No other part uses it, so it needs nothing else kept open.
-            if indexer is not None:
-                await stack.enter_async_context(indexer.running())
+            # Closes last: the writer's exit drains the stream into PostgreSQL, after the
+            # flusher (below) pushed the final ingests into it. Entered first for exactly
+            # that. Inside, the indexer closes before the writer: it finishes its batch and
+            # stops; the index entries of the writer's final drain stay in the index stream
+            # for the next start (nothing is lost).
+            persistence = (
+                await stack.enter_async_context(
+                    running_persistence(settings, pool, redis, keys, metrics)
+                )
+                if settings.run_writer
+                else None
+            )
             # Closes after the waiter, which unlistens its channel through the hub.
             await stack.enter_async_context(hub.running())
             # Opened before the flusher, whose durable ingests wait on it for their commit, and
@@ -174,13 +154,13 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 keys,
                 limits,
                 ingestor,
-                writer,
+                persistence.writer if persistence else None,
                 connections,
                 hub,
                 LiveContext(hub, pool, redis, keys),
                 presence,
                 metrics,
-                indexer,
+                persistence.indexer if persistence else None,
             )
     finally:
         # After every part above stopped using them: the writer's drain needs both.

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import prometheus_client
 import redis.asyncio as aioredis
 import uvicorn
 
@@ -30,14 +31,16 @@ from gateway.app import create_app
 from gateway.auth import issue_token, parse_duration
 from gateway.connection import VERSION
 from gateway.logs import configure_logging
+from gateway.metrics import Metrics
+from gateway.persistence import running_persistence
 from gateway.server import uvicorn_config, uvicorn_options
 from gateway.settings import Settings
 from storage import migrate, sessions, stats
 from storage.buffer import forget_active
+from storage.db import create_pool
 from storage.embedded import EmbeddedServerError, embedded_postgres, embedded_redis
-from storage.indexer import Indexer, catch_up
+from storage.indexer import catch_up
 from storage.keys import Keys
-from storage.writer import BatchWriter, WriterConfig
 
 log = logging.getLogger("chat_gateway")
 
@@ -330,26 +333,22 @@ async def _run_writer(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    metrics = Metrics(settings.slow_query_s)
     # The writer's connection and the indexer's, plus one for a catch-up the indexer starts.
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
+    pool = await create_pool(settings.database_url, size=3, on_query=metrics.observe_query)
     redis = aioredis.Redis.from_url(settings.redis_url)
     keys = Keys(settings.key_prefix)
     try:
-        writer = BatchWriter(
-            pool,
-            redis,
-            keys,
-            WriterConfig(
-                batch_entries=settings.writer_batch_entries,
-                block_ms=settings.writer_block_ms,
-                claim_idle_ms=settings.writer_claim_idle_ms,
-                alive_ttl_ms=settings.writer_alive_ttl_ms,
-            ),
-        )
-        await writer.ensure_group()
-        log.info("writer %s running; Ctrl-C drains and stops", writer.consumer)
-        async with Indexer(pool, redis, keys).running():  # search indexing, off the ingest path
-            await writer.run(stop)
+        if settings.writer_metrics_port:
+            # A thread of prometheus-client's: counters and histograms only (the shared-state
+            # gauges are the gateways' to report).
+            prometheus_client.start_http_server(
+                settings.writer_metrics_port, addr=settings.host, registry=metrics.registry
+            )
+        async with running_persistence(settings, pool, redis, keys, metrics) as persistence:
+            writer = persistence.writer
+            log.info("writer %s running; Ctrl-C drains and stops", writer.consumer)
+            await stop.wait()
         log.info("writer stopped after writing %d rows", writer.rows_written)
     finally:
         await redis.aclose()

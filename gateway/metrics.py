@@ -53,10 +53,12 @@ class Sources:
 
 @dataclass(slots=True)
 class _Snapshot:
-    connections: int = 0
-    pool_in_use: int = 0
-    hub_resets: int = 0
-    buffer_entries: int | None = None  # None: Redis could not be read at this scrape
+    # None: not known at this scrape (Redis could not be read, or this process has no such
+    # part: a standalone writer has no connections and no hub).
+    connections: int | None = None
+    pool_in_use: int | None = None
+    hub_resets: int | None = None
+    buffer_entries: int | None = None
     buffer_pending: int | None = None
     search_backlog: int | None = None
 
@@ -71,7 +73,7 @@ class SharedStateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         shot = self.snapshot
-        gauges: list[tuple[str, str, int | None]] = [
+        gauges: list[tuple[str, str, int | None]] = [  # name, help, value
             ("gateway_connections", "Open WebSocket connections", shot.connections),
             ("gateway_db_pool_in_use", "PostgreSQL connections checked out", shot.pool_in_use),
             (

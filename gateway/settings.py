@@ -83,6 +83,10 @@ class Settings:
     # killed writer's backlog waits at most this long plus a sixth, not writer_claim_idle_ms.
     # 0: no liveness key, takeover by writer_claim_idle_ms only; give all writers the same.
     writer_alive_ttl_ms: int = 3_000
+    # `chat-gateway writer` serves its Prometheus metrics (rows written, batch sizes and
+    # times, search indexing, slow queries) on this port of `host`; 0: not served. A
+    # gateway's own writer reports on the gateway's /metrics instead.
+    writer_metrics_port: int = 0
     # Dedup and seq state of a session idle this long leaves Redis; it is reloaded from
     # PostgreSQL on the session's next message.
     session_state_ttl_s: int = 7 * 24 * 3600

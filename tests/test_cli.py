@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -309,13 +310,24 @@ async def _searched(base_url: str, q: str) -> list[dict[str, object]]:
                 await asyncio.sleep(0.05)
 
 
+def _unused_port() -> int:
+    """A loopback port nothing listens on right now (the kernel's pick for a bind to 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 async def test_two_workers_and_a_separate_writer(workdir: Path) -> None:
     """`serve --workers 2 --no-writer` plus `chat-gateway writer` beside it: durable messages
     sent over several connections (spread over both workers) are acked only once the separate
-    writer has committed them, and the writer stops cleanly on SIGINT."""
+    writer has committed them, the writer's own /metrics counts them, and the writer stops
+    cleanly on SIGINT."""
+    metrics_port = _unused_port()
     async with serving(workdir, "--workers", "2", "--no-writer") as serve:
         writer = await asyncio.create_subprocess_exec(
-            CHAT_GATEWAY, "writer", cwd=workdir, env=command_env(),
+            CHAT_GATEWAY, "writer", cwd=workdir,
+            env=command_env(GATEWAY_WRITER_METRICS_PORT=str(metrics_port)),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -339,6 +351,10 @@ async def test_two_workers_and_a_separate_writer(workdir: Path) -> None:
             # The separate writer runs the search indexer too.
             hits = await _searched(serve.url, "w3")
             assert [h["seq"] for h in hits] == [acks[3]["results"][0]["seq"]]
+            async with httpx.AsyncClient() as http:
+                metrics = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+            assert "gateway_writer_rows_written_total 6.0" in metrics
+            assert "gateway_search_rows_indexed_total" in metrics
         finally:
             if writer.returncode is None:
                 writer.send_signal(signal.SIGINT)
