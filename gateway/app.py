@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket
 
 from gateway import api, openapi, search_api, ui_routes
 from gateway.auth import authenticate
-from gateway.connection import ConnectionRegistry, serve_connection
+from gateway.connection import ConnectionParts, ConnectionRegistry, serve_connection
 from gateway.context import Gateway
 from gateway.durable import PersistWaiter
 from gateway.errors import CloseCode, GatewayError, Unauthorized
@@ -147,6 +147,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                     keys=keys,
                 )
             )
+            live = LiveContext(hub, pool, redis, keys)
             yield Gateway(
                 settings,
                 pool,
@@ -157,10 +158,20 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 persistence.writer if persistence else None,
                 connections,
                 hub,
-                LiveContext(hub, pool, redis, keys),
+                live,
                 presence,
                 metrics,
                 persistence.indexer if persistence else None,
+                ConnectionParts(
+                    ingestor,
+                    live,
+                    presence,
+                    limits,
+                    metrics,
+                    connections,
+                    max_inflight_frames=settings.max_inflight_frames,
+                    max_outbox_bytes=settings.max_outbox_bytes,
+                ),
             )
     finally:
         # After every part above stopped using them: the writer's drain needs both.
@@ -180,7 +191,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await refuse_handshake(websocket, exc)
         return
     await websocket.accept()
-    await serve_connection(websocket, gateway, user_id)
+    await serve_connection(websocket, gateway.connection_parts, user_id)
 
 
 async def refuse_handshake(websocket: WebSocket, error: Unauthorized) -> None:

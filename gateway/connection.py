@@ -46,7 +46,11 @@ from gateway.protocol import (
 )
 
 if TYPE_CHECKING:
-    from gateway.context import Gateway
+    from gateway.ingest import Ingestor
+    from gateway.live import LiveContext
+    from gateway.metrics import Metrics
+    from gateway.presence import Presence
+    from gateway.protocol import Limits
 
 _COMMAND_TYPES: dict[type, str] = {
     Hello: "hello",
@@ -142,36 +146,50 @@ class ConnectionRegistry:
             await self._changed.wait_for(lambda: len(self._open) == count)
 
 
-async def serve_connection(websocket: WebSocket, gateway: Gateway, user_id: str) -> None:
+@dataclass(frozen=True, slots=True)
+class ConnectionParts:
+    """What a connection uses of its process, and nothing more: built once per process."""
+
+    ingestor: Ingestor
+    live: LiveContext  # subscriptions, and the hub whose resets they recover from
+    presence: Presence
+    limits: Limits
+    metrics: Metrics  # frames in and out, errors
+    registry: ConnectionRegistry
+    max_inflight_frames: int  # the outbox's bound (see the module docstring)
+    max_outbox_bytes: int  # live events queued past this: too slow a subscriber
+
+
+async def serve_connection(websocket: WebSocket, parts: ConnectionParts, user_id: str) -> None:
     """Run one accepted connection until the client leaves or a protocol error closes it."""
-    connection = Connection(websocket, gateway, user_id)
-    await gateway.connections.add(connection)
+    connection = Connection(websocket, parts, user_id)
+    await parts.registry.add(connection)
     try:
         await connection.run()
     finally:
-        await gateway.connections.remove(connection)
+        await parts.registry.remove(connection)
 
 
 class Connection:
-    def __init__(self, websocket: WebSocket, gateway: Gateway, user_id: str) -> None:
+    def __init__(self, websocket: WebSocket, parts: ConnectionParts, user_id: str) -> None:
         self.id = uuid.uuid4().hex
         self._websocket = websocket
-        self._gateway = gateway
-        self._ingestor = gateway.ingestor
-        self._limits = gateway.limits
-        self._metrics = gateway.metrics
+        self._ingestor = parts.ingestor
+        self._limits = parts.limits
+        self._metrics = parts.metrics
+        self._presence = parts.presence
+        self._hub = parts.live.hub
         self.state = ConnectionState(user_id)
         # Bounded: a full outbox stops the reader (see the module docstring).
-        settings = gateway.settings
         self._outbox: asyncio.Queue[tuple[Reply, str | None]] = asyncio.Queue(
-            settings.max_inflight_frames
+            parts.max_inflight_frames
         )
         self._event_bytes = 0  # bytes of live events queued, against max_outbox_bytes
-        self._max_event_bytes = settings.max_outbox_bytes
+        self._max_event_bytes = parts.max_outbox_bytes
         self._too_slow = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._subscriptions = Subscriptions(
-            gateway.live, user_id, self._push_event, self._push_streamed
+            parts.live, user_id, self._push_event, self._push_streamed
         )
 
     @property
@@ -181,7 +199,7 @@ class Connection:
 
     async def run(self) -> None:
         # Live events lost to a pub/sub reset are recovered by the subscriptions themselves.
-        self._gateway.hub.on_reset(self._subscriptions.on_reset)
+        self._hub.on_reset(self._subscriptions.on_reset)
         self._sender = asyncio.create_task(self._send_replies(), name="ws-sender")
         reader = asyncio.create_task(self._read_frames(), name="ws-reader")
         too_slow = asyncio.create_task(self._too_slow.wait(), name="ws-too-slow")
@@ -259,7 +277,7 @@ class Connection:
             case Hello():
                 self.state.kind, self.state.client = command.kind, command.client
                 if command.kind == "ide":
-                    await self._gateway.presence.up(self.id, self.state.user_id, command.ports)
+                    await self._presence.up(self.id, self.state.user_id, command.ports)
                 welcome = encode_welcome(command.ref, self.state.user_id, VERSION, self._limits)
                 await self._queue(welcome, None)
             case Subscribe():
@@ -286,11 +304,11 @@ class Connection:
 
     async def _leave(self) -> None:
         """Drop this connection's subscriptions and presence (it is gone)."""
-        self._gateway.hub.off_reset(self._subscriptions.on_reset)
+        self._hub.off_reset(self._subscriptions.on_reset)
         with _teardown_step("dropping the subscriptions"):
             await self._subscriptions.close()
         with _teardown_step("marking the ports offline"):
-            await self._gateway.presence.down(self.id)
+            await self._presence.down(self.id)
 
     def _push_event(self, text: str) -> None:
         """Queue a live event now; a connection that cannot take it is too slow (1013)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 
-from gateway.connection import ConnectionRegistry
+from gateway.connection import ConnectionParts, ConnectionRegistry
 from gateway.hub import Hub
 from gateway.ingest import Ingestor
 from gateway.live import LiveContext
@@ -35,3 +35,4 @@ class Gateway:
     presence: Presence
     metrics: Metrics
     indexer: Indexer | None  # runs where the writer runs
+    connection_parts: ConnectionParts  # what each WebSocket connection is given
