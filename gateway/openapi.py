@@ -288,6 +288,20 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/ui/ide-ports.js": {
+            "get": {
+                "summary": "The IDE debug-port ranges, as an ES module for the web UI",
+                "operationId": "ui_ide_ports",
+                "security": PUBLIC,
+                "responses": {
+                    "200": {
+                        "description": "`export const IDE_PORT_RANGES = [[first, last, ide], ...]`,"
+                        " generated from the gateway's own table.",
+                        "content": {"text/javascript": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
         "/healthz": {
             "get": {
                 "summary": "Liveness: the process answers",
