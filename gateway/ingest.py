@@ -16,27 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import orjson
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
 from gateway.durable import PersistWaiter
 from gateway.errors import Overloaded
 from gateway.protocol import Ingest, ItemResult, MessageItem, encode_ack, ide_type_for_port
-from storage import sessions
-from storage.buffer import (
-    DUPLICATE,
-    DUPLICATE_BUFFERED,
-    STORED,
-    UPDATED,
-    BufferFull,
-    BufferItem,
-    BufferUnavailable,
-    IngestBuffer,
-    Outcome,
-)
+from storage import rows, sessions
+from storage.buffer import BufferFull, BufferItem, BufferUnavailable, IngestBuffer, Outcome
 from storage.ids import new_id
 from storage.keys import Keys
+from storage.rows import Flag
 
 # How long a client refused at a buffer cap should wait before resending: about what the
 # writers need to commit a few batches, so a resend usually finds room.
@@ -98,8 +88,8 @@ class Ingestor:
                 id=o.id,
                 client_id=item.client_id,
                 seq=o.seq,
-                duplicate=o.flag in (DUPLICATE, DUPLICATE_BUFFERED),
-                updated=o.flag == UPDATED,
+                duplicate=o.flag in (Flag.DUPLICATE, Flag.DUPLICATE_BUFFERED),
+                updated=o.flag == Flag.UPDATED,
             )
             for item, o in zip(command.items, outcome.items, strict=True)
         ]
@@ -111,12 +101,12 @@ class Ingestor:
         try:
             async with asyncio.timeout(self.durable_timeout_s):
                 if outcome.entry_id is not None:
-                    stored = [o.seq for o in outcome.items if o.flag == STORED]
+                    stored = [o.seq for o in outcome.items if o.flag == Flag.STORED]
                     if stored:  # its commit can be checked in PostgreSQL after a hub reset
                         await self.waiter.stored(persisted, uuid.UUID(outcome.session_id), stored)
                     else:  # edits only: the writer's notification alone says so
                         await persisted
-                buffered = [o.seq for o in outcome.items if o.flag == DUPLICATE_BUFFERED]
+                buffered = [o.seq for o in outcome.items if o.flag == Flag.DUPLICATE_BUFFERED]
                 if buffered:
                     await self.waiter.committed(uuid.UUID(outcome.session_id), buffered)
         except TimeoutError:
@@ -236,22 +226,19 @@ async def _refuse(exc: BufferFull) -> str:
 
 def buffer_item(user_id: str, port: int, item: MessageItem) -> BufferItem:
     """The item as the ingest buffer takes it, with a fresh id and its row encoded once."""
-    message_id = new_id()
-    row = orjson.dumps(
-        {
-            "user": user_id,
-            "port": port,
-            "cid": item.client_id,
-            "dk": item.dedup_key,
-            "role": item.role,
-            "content": item.content,
-            "ct": item.content_type,
-            "src": item.source,
-            "cts": item.client_ts.isoformat() if item.client_ts else None,
-            "meta": orjson.Fragment(item.metadata_json),
-        }
+    row_tail = rows.encode(
+        user_id,
+        port,
+        client_id=item.client_id,
+        dedup_key=item.dedup_key,
+        role=item.role,
+        content=item.content,
+        content_type=item.content_type,
+        source=item.source,
+        client_ts=item.client_ts,
+        metadata_json=item.metadata_json,
     )
-    return BufferItem(item.dedup_key, item.content_hash, str(message_id), row[1:].decode())
+    return BufferItem(item.dedup_key, item.content_hash, str(new_id()), row_tail)
 
 
 def session_id_or_none(raw: str) -> uuid.UUID | None:

@@ -48,7 +48,7 @@ from gateway.protocol import (
     encode_resync,
     encode_subscribed,
 )
-from storage import sessions
+from storage import rows, sessions
 from storage.keys import Keys
 from storage.messages import last_seq, message_from_row, session_messages
 
@@ -81,10 +81,11 @@ class UserEvent:
 def decode_rows(data: bytes) -> list[LiveMessage]:
     """A session channel publication (a JSON array of rows) as encoded `message` frames."""
     out = []
-    for row in orjson.loads(data):
-        edited = row["ed"] is not None
-        frame = encode_message_event(row["sid"], row["port"], message_from_row(row), edited=edited)
-        out.append(LiveMessage(row["seq"], row["ed"] or 0, frame))
+    for raw in orjson.loads(data):
+        row = rows.from_json(raw)
+        edited = row.edited_ms is not None
+        frame = encode_message_event(row.session_id, row.port, message_from_row(row), edited=edited)
+        out.append(LiveMessage(row.seq, row.version, frame))
     return out
 
 

@@ -19,9 +19,8 @@ import orjson
 import redis.asyncio as aioredis
 
 from storage.background import background
-from storage.keys import Keys
+from storage.keys import Keys, script
 from storage.outages import log_failure
-from storage.scripts import lua
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ class Presence:
         self._keys = keys
         self._ttl_ms = int(ttl_s * 1000)
         self._heartbeat_s = heartbeat_s
-        self._script = redis.register_script(lua("presence.lua"))
+        self._script = redis.register_script(script("presence.lua"))
         self._local: dict[str, tuple[str, tuple[int, ...]]] = {}  # connection -> (user, ports)
 
     async def up(self, connection_id: str, user_id: str, ports: Iterable[int]) -> None:

@@ -35,16 +35,16 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from storage import sessions
+from storage import rows, sessions
 from storage.background import background
 from storage.dedup import content_hash
-from storage.keys import Keys
+from storage.keys import Keys, script
 from storage.outages import log_failure
+from storage.rows import FLAGS, Flag, Reply
 from storage.scripts import lua
 
 log = logging.getLogger(__name__)
 
-STORED, DUPLICATE, UPDATED, DUPLICATE_BUFFERED = 0, 1, 2, 3
 _HYDRATE_CHUNK = 1000
 _COMPARE_AND_DELETE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -76,14 +76,14 @@ class BufferItem:
     dedup_key: str
     content_hash: str
     id: str  # a fresh uuid, used only when the message is new
-    row_tail: str  # the row's JSON object minus its opening brace (see ingest.lua)
+    row_tail: str  # rows.encode(...): the row minus what ingest.lua prepends
 
 
 @dataclass(frozen=True, slots=True)
 class ItemOutcome:
     id: str  # the message's id (the original one for duplicates and edits)
     seq: int
-    flag: int  # STORED, DUPLICATE, UPDATED or DUPLICATE_BUFFERED
+    flag: Flag
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +126,7 @@ class IngestBuffer:
         self._pool = pool
         self._keys = keys
         self._state_ttl_s = state_ttl_s
-        self._ingest = redis.register_script(lua("ingest.lua"))
+        self._ingest = redis.register_script(script("ingest.lua"))
         self._hydrate = redis.register_script(lua("hydrate.lua"))
         # Bounded across all connections by `max_queued_ingests` (each connection also caps
         # its own frames in flight, Settings.max_inflight_frames). Overflow policy: `submit`
@@ -224,20 +224,20 @@ class IngestBuffer:
             unloaded: set[str] = set()
             for request, reply in zip(todo, replies, strict=True):
                 status = reply[0]
-                if status == "K":
+                if status == Reply.OK:
                     if not request.future.done():
                         request.future.set_result(_outcome(reply))
                     continue
-                if status == "O":
+                if status == Reply.FULL:
                     if not request.future.done():
                         request.future.set_exception(
                             BufferFull(f"{reply[1]} messages are waiting for the writers")
                         )
                     continue
                 retry.append(request)
-                if status == "S":
+                if status == Reply.NO_SESSION:
                     unresolved.setdefault((request.user_id, request.port), request)
-                else:
+                else:  # Reply.NOT_LOADED
                     unloaded.add(reply[1])
             # Distinct sessions resolve concurrently: one stall, not one per new session.
             await asyncio.gather(
@@ -253,7 +253,6 @@ class IngestBuffer:
         return orjson.dumps(
             [
                 self._keys.prefix,
-                self._keys.stream,
                 self._state_ttl_s,
                 time.time_ns() // 1_000_000,
                 [
@@ -318,11 +317,11 @@ class IngestBuffer:
         buffered = await self._redis.zrange(self._keys.pending(sid), 0, -1)
         edited = await self._redis.hvals(self._keys.pending_edits(sid))  # type: ignore[misc]  # redis-py 7 types sync|async
         for raw in [*buffered, *edited]:  # edits last: their content hash wins
-            row = orjson.loads(raw)
-            entries[row["dk"]] = _state_value(
-                row["seq"], uuid.UUID(row["id"]), row["content"], row["at"]
+            row = rows.decode(raw)
+            entries[row.dedup_key] = _state_value(
+                row.seq, uuid.UUID(row.id), row.content, row.created_ms
             )
-            last_seq = max(last_seq, row["seq"])
+            last_seq = max(last_seq, row.seq)
         state = self._keys.session_state(sid)
         pairs = [value for pair in entries.items() for value in pair]
         for start in range(0, len(pairs), 2 * _HYDRATE_CHUNK):
@@ -344,5 +343,7 @@ def _state_value(seq: int, message_id: uuid.UUID, content: str, created_ms: int)
 
 
 def _outcome(reply: list[Any]) -> Outcome:
-    items = [ItemOutcome(reply[i + 1], reply[i], reply[i + 2]) for i in range(3, len(reply), 3)]
+    items = [
+        ItemOutcome(reply[i + 1], reply[i], FLAGS[reply[i + 2]]) for i in range(3, len(reply), 3)
+    ]
     return Outcome(reply[1], reply[2] or None, items)

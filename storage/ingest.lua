@@ -5,23 +5,24 @@
 -- so the writer reads, decodes and acknowledges few large entries instead of many small ones.
 --
 -- ARGV[1] is one JSON document (one argument, so the client packs it in a single C call):
---   [prefix, stream, ttl_seconds, now_ms, [request, ...], max_buffered]
+--   [prefix, ttl_seconds, now_ms, [request, ...], max_buffered]
 --   request = [user, port, notify, [dedup_key, content_hash, new_id, row_tail, ...]]
 -- row_tail is the JSON object of the row without its opening brace and without the fields this
--- script owns (sid, seq, id, at, ed); the script prepends those.
+-- script owns (sid, seq, id, at, ed); the script prepends those (storage/rows.py owns the
+-- format). Key names come from `key_names`, generated from storage/keys.py and prepended.
 --
--- Buffer cap: `<prefix>buffered` counts the rows in every pending set and pending-edits hash
+-- Buffer cap: `buffered` counts the rows in every pending set and pending-edits hash
 -- (this script adds what it adds there, the writer's settle.lua subtracts what it removes).
 -- Once it is at max_buffered or more (0: no cap), a request is refused whole, nothing stored,
 -- unless every item is a duplicate (a resend of what is already stored takes no room and is
 -- answered as usual). The cap is checked before each request, so a call can end above it by
 -- at most one request's items.
 --
--- Every session that gets a row is added to `<prefix>bp:<user>:<port>`, the set of the port's
+-- Every session that gets a row is added to `port_buffered(user, port)`, the set of the port's
 -- sessions with rows in the buffer (its reads look there; settle.lua removes a session once it
 -- holds none).
 --
--- Reply: a JSON array, one array per request:
+-- Reply: a JSON array, one array per request (storage/rows.py: Reply and Flag):
 --   ["S"]              no active session is known for (user, port): resolve it, then retry
 --   ["L", sid]         the session's dedup state is not in Redis: load it, then retry
 --   ["O", buffered]    the buffer is at its cap (buffered rows): nothing stored, retry later
@@ -30,10 +31,11 @@
 --                      0 stored, 1 duplicate (already committed), 2 updated (an edit),
 --                      3 duplicate whose original is still only in the buffer
 local input = cjson.decode(ARGV[1])
-local prefix, stream, ttl = input[1], input[2], input[3]
-local now = string.format('%d', input[4])
-local max_buffered = input[6]
-local counter = prefix .. 'buffered'
+local key = key_names(input[1])
+local stream, ttl = key.stream(), input[2]
+local now = string.format('%d', input[3])
+local max_buffered = input[5]
+local counter = key.buffered()
 -- Rows in the buffer before this call (read only when capped) and rows this call added to it.
 local buffered = max_buffered > 0 and tonumber(redis.call('GET', counter) or '0') or 0
 local added = 0
@@ -80,12 +82,12 @@ local function all_duplicates(state, items)
   return true
 end
 
-for r = 1, #input[5] do
-  local request = input[5][r]
+for r = 1, #input[4] do
+  local request = input[4][r]
   local user, notify, items = request[1], request[3], request[4]
   local port = string.format('%d', request[2])
-  local sid = redis.call('GET', prefix .. 'active:' .. user .. ':' .. port)
-  local state = sid and (prefix .. 's:' .. sid)
+  local sid = redis.call('GET', key.active(user, port))
+  local state = sid and key.session_state(sid)
   if not sid then
     out[#out + 1] = {'S'}
   elseif redis.call('EXISTS', state) == 0 then
@@ -97,9 +99,9 @@ for r = 1, #input[5] do
     if #fields + #items + 2 > MAX_FIELDS then
       append_entry()
     end
-    local pending = prefix .. 'b:' .. sid
-    local edits = prefix .. 'e:' .. sid
-    local channel = prefix .. 'ev:s:' .. sid
+    local pending = key.pending(sid)
+    local edits = key.pending_edits(sid)
+    local channel = key.session_channel(sid)
     local reply = {'K', sid, ''}
     local stored = false
     for i = 1, #items, 4 do
@@ -139,7 +141,7 @@ for r = 1, #input[5] do
       end
     end
     if stored then
-      redis.call('SADD', prefix .. 'bp:' .. user .. ':' .. port, sid)
+      redis.call('SADD', key.port_buffered(user, port), sid)
       waiting[#waiting + 1] = reply
       if notify ~= '' then
         fields[#fields + 1] = 'n' .. #fields

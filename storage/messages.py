@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
+from storage import rows
 from storage.db import Connection
-from storage.keys import Keys
-from storage.scripts import lua
+from storage.keys import Keys, script
+from storage.rows import BufferedRow
 
 _SELECT = (
     "SELECT id, seq, client_id, role, content, content_type, source, client_ts, created_at,"
@@ -104,7 +104,7 @@ async def session_messages(
     return Page(page, has_more=len(seqs) > limit)
 
 
-_PORT_PENDING = lua("port_pending.lua")
+_PORT_PENDING = script("port_pending.lua")
 
 
 async def port_messages(
@@ -149,8 +149,8 @@ async def port_messages(
             "session_id": str(record["session_id"]),
             **_stored_message(record),
         }
-    for sid, (rows, edits) in buffered.items():
-        for raw in rows:
+    for sid, (new_rows, edits) in buffered.items():
+        for raw in new_rows:
             message = _buffered_message(raw)
             merged[(sid, message["seq"])] = {"session_id": sid, **message}
         for raw in edits[1::2]:  # newest versions, of messages on this page only
@@ -162,23 +162,23 @@ async def port_messages(
 
 
 def _buffered_message(raw: Any) -> dict[str, Any]:
-    return message_from_row(orjson.loads(raw))
+    return message_from_row(rows.decode(raw))
 
 
-def message_from_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A buffered row (as the ingest script writes it) in the API's message shape."""
+def message_from_row(row: BufferedRow) -> dict[str, Any]:
+    """A buffered row in the API's message shape."""
     return {
-        "id": row["id"],
-        "seq": row["seq"],
-        "client_id": row["cid"],
-        "role": row["role"],
-        "content": row["content"],
-        "content_type": row["ct"],
-        "source": row["src"],
-        "timestamp": datetime.fromisoformat(row["cts"]) if row["cts"] else None,
-        "created_at": _from_ms(row["at"]),
-        "edited_at": _from_ms(row["ed"]) if row["ed"] is not None else None,
-        "metadata": row["meta"],
+        "id": row.id,
+        "seq": row.seq,
+        "client_id": row.client_id,
+        "role": row.role,
+        "content": row.content,
+        "content_type": row.content_type,
+        "source": row.source,
+        "timestamp": row.timestamp,
+        "created_at": row.created_at,
+        "edited_at": row.edited_at,
+        "metadata": row.metadata,
     }
 
 
@@ -196,7 +196,3 @@ def _stored_message(record: Any) -> dict[str, Any]:
         "edited_at": record["edited_at"],
         "metadata": orjson.loads(record["metadata"]),
     }
-
-
-def _from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)

@@ -4,18 +4,18 @@
 --   op 'up':    the connections serve their ports until now + ttl (also the heartbeat)
 --   op 'down':  the connections are gone
 --   op 'sweep': drop every connection whose time ran out (its process died); entries unused
+-- Key names come from `key_names`, generated from storage/keys.py and prepended.
 -- Per (user, port) a sorted set holds connection ids by expiry; a global sorted set indexes
 -- `user|port|conn` by expiry for the sweep. A port is online while one of its connections
 -- has not expired. Each transition is published on the user's channel as
 -- {"presence": {"port": P, "online": B}}; the reply lists the transitions.
 local input = cjson.decode(ARGV[1])
 local op, prefix, now, ttl, entries = input[1], input[2], input[3], input[4], input[5]
-local index = prefix .. 'presence'
+local key = key_names(prefix)
+local index = key.presence()
 local changes = {}
 
-local function port_key(user, port)
-  return prefix .. 'presence:' .. user .. ':' .. port
-end
+local port_key = key.presence_port
 
 local function online(key)
   return redis.call('ZCOUNT', key, '(' .. now, '+inf') > 0
@@ -23,7 +23,7 @@ end
 
 local function announce(user, port, is_online)
   local event = '{"presence":{"port":' .. port .. ',"online":' .. tostring(is_online) .. '}}'
-  redis.call('PUBLISH', prefix .. 'ev:u:' .. user, event)
+  redis.call('PUBLISH', key.user_channel(user), event)
   changes[#changes + 1] = {user, tonumber(port), is_online}
 end
 

@@ -30,41 +30,25 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from storage import streams
+from storage import rows, streams
 from storage.db import Connection
 from storage.keys import WRITER_GROUP, Keys
 from storage.outages import log_failure
+from storage.rows import COLUMNS as COLUMNS  # re-exported: bench/ imports it from here
+from storage.rows import CREATED_AT, EDITED_AT, PORT, SEQ, SESSION_ID, USER_ID
 from storage.scripts import lua
 from storage.sessions import COLUMNS as SESSION_COLUMNS
 from storage.sessions import Session, session_event, session_from
 from storage.streams import Entry
 
 log = logging.getLogger(__name__)
-
-COLUMNS = (
-    "session_id",
-    "seq",
-    "id",
-    "user_id",
-    "port",
-    "client_id",
-    "dedup_key",
-    "role",
-    "content",
-    "content_type",
-    "source",
-    "client_ts",
-    "created_at",
-    "edited_at",
-    "metadata",
-)
 
 # Batches kept in the search index stream when no indexer reads it (~ minutes of traffic).
 INDEX_STREAM_MAXLEN = 100_000
@@ -332,7 +316,7 @@ class BatchWriter:
         settle = []
         for session_id, (seq, runs, edits) in touched.items():
             row = batch.new.get((session_id, seq)) or batch.edits[(session_id, seq)]
-            user_id, port = row[3], row[4]  # COLUMNS order
+            user_id, port = row[USER_ID], row[PORT]
             settle.append(
                 [
                     self._keys.pending(session_id),
@@ -391,49 +375,18 @@ class _Batch:
                     channel, _, token = value.decode().rpartition("|")
                     batch.notify.append((channel, token))
                     continue
-                row = orjson.loads(value)
-                record = _record(row)
-                key = (row["sid"], row["seq"])
-                if row["ed"] is None or key in batch.new:
+                record = rows.copy_record(value)
+                key = (record[SESSION_ID], record[SEQ])
+                if record[EDITED_AT] is None:
                     batch.new[key] = record
+                    batch.written.setdefault(key[0], []).append(key[1])
                 else:
-                    batch.edits[key] = record
-                if row["ed"] is None:
-                    batch.written.setdefault(row["sid"], []).append(row["seq"])
-                else:
-                    batch.edits_written.append(
-                        (row["sid"], row["seq"], hashlib.sha1(value).hexdigest())
-                    )
+                    if key in batch.new:  # an edit of a row of this batch: the newer version
+                        batch.new[key] = record
+                    else:
+                        batch.edits[key] = record
+                    batch.edits_written.append((key[0], key[1], hashlib.sha1(value).hexdigest()))
         return batch
-
-
-def _record(row: dict[str, Any]) -> tuple[Any, ...]:
-    """A stream row as a COPY record, in COLUMNS order."""
-    client_ts = row["cts"]
-    edited = row["ed"]
-    # uuids stay strings: asyncpg encodes a str for a uuid column, and skipping uuid.UUID()
-    # saved a tenth of the writer's CPU per row.
-    return (
-        row["sid"],
-        row["seq"],
-        row["id"],
-        row["user"],
-        row["port"],
-        row["cid"],
-        row["dk"],
-        row["role"],
-        row["content"],
-        row["ct"],
-        row["src"],
-        datetime.fromisoformat(client_ts) if client_ts else None,
-        _from_ms(row["at"]),
-        _from_ms(edited) if edited is not None else None,
-        orjson.dumps(row["meta"]).decode(),
-    )
-
-
-def _from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 _STAGING = (
@@ -477,7 +430,7 @@ async def write_batch(conn: Connection, batch: _Batch) -> BatchResult:
         async with conn.transaction():
             if new_rows:
                 await conn.copy_records_to_table("messages", records=new_rows, columns=COLUMNS)
-            inserted = [(r[0], r[12]) for r in new_rows]  # (session id, created_at)
+            inserted = [(r[SESSION_ID], r[CREATED_AT]) for r in new_rows]
             inserted += await _upsert_edits(conn, batch)
             changed = await _update_counters(conn, inserted)
         return BatchResult(len(new_rows), len(batch.edits), replayed=False, sessions=changed)

@@ -7,104 +7,32 @@ from typing import Any
 
 import asyncpg
 import httpx
-import orjson
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from gateway.settings import Settings
 from tests.conftest import RunningGateway, receive, request, run_gateway, send
+from tests.test_protocol import BAD_FRAMES, frame_text
 
 PORT = 9601
 GOOD = {"type": "message", "port": PORT, "content": "fine"}
 
-BAD_FRAMES: list[tuple[str, Any, str, str]] = [
-    # (case, frame (dict, or raw text), expected code, a word the message must contain)
-    ("invalid json", "{not json", "bad_request", "JSON"),
-    ("not an object", "[1, 2]", "bad_request", "object"),
-    ("no type", {"port": PORT, "content": "x"}, "bad_request", "type"),
-    ("unknown type", {"type": "explode", "port": PORT}, "bad_request", "explode"),
-    ("missing port", {"type": "message", "content": "x"}, "bad_request", "port"),
-    ("port as string", {**GOOD, "port": "9222"}, "bad_request", "port"),
-    ("port as bool", {**GOOD, "port": True}, "bad_request", "port"),
-    ("port zero", {**GOOD, "port": 0}, "bad_request", "outside"),
-    ("port too high", {**GOOD, "port": 65536}, "bad_request", "outside"),
-    ("missing content", {"type": "message", "port": PORT}, "bad_request", "content"),
-    ("content not a string", {**GOOD, "content": 5}, "bad_request", "content"),
-    ("empty content", {**GOOD, "content": ""}, "bad_request", "empty"),
-    ("blank content", {**GOOD, "content": "  \n "}, "bad_request", "empty"),
-    ("oversized content", {**GOOD, "content": "x" * (256 * 1024 + 1)}, "too_large", "limit"),
-    ("bad role", {**GOOD, "role": "robot"}, "bad_request", "role"),
-    ("bad content_type", {**GOOD, "content_type": "html"}, "bad_request", "content_type"),
-    ("bad source", {**GOOD, "source": "magic"}, "bad_request", "source"),
-    ("client id too long", {**GOOD, "id": "x" * 129}, "bad_request", "id"),
-    ("client id not a string", {**GOOD, "id": 7}, "bad_request", "id"),
-    ("timestamp not rfc3339", {**GOOD, "timestamp": "yesterday"}, "bad_request", "RFC 3339"),
-    ("timestamp without offset", {**GOOD, "timestamp": "2026-01-01T00:00:00"}, "bad_request",
-     "RFC 3339"),
-    ("impossible date", {**GOOD, "timestamp": "2026-02-30T00:00:00Z"}, "bad_request",
-     "timestamp"),
-    ("metadata not an object", {**GOOD, "metadata": [1]}, "bad_request", "metadata"),
-    ("NUL in content", {**GOOD, "content": "a\u0000b"}, "bad_request", "NUL"),
-    ("NUL in client id", {**GOOD, "id": "a\u0000"}, "bad_request", "NUL"),
-    ("NUL deep in metadata", {**GOOD, "metadata": {"k": [{"x": "\u0000"}]}}, "bad_request",
-     "NUL"),
-    ("lone surrogate", '{"type": "message", "port": 9601, "content": "\\ud800"}',
-     "bad_request", "JSON"),
-    ("durable not a bool", {**GOOD, "durable": "yes"}, "bad_request", "durable"),
-    ("messages not a list", {"type": "extracted", "port": PORT, "messages": {}},
-     "bad_request", "messages"),
-    ("empty batch", {"type": "extracted", "port": PORT, "messages": []}, "bad_request",
-     "empty"),
-    ("batch over 500", {"type": "extracted", "port": PORT,
-                        "messages": [{"content": f"m{i}"} for i in range(501)]},
-     "too_large", "500"),
-    ("bad item in batch", {"type": "extracted", "port": PORT,
-                           "messages": [{"content": "ok"}, {"content": ""}]},
-     "bad_request", "messages[1].content"),
-    ("item not an object", {"type": "extracted", "port": PORT, "messages": ["hi"]},
-     "bad_request", "messages[0]"),
-    ("bad ide_type", {"type": "extracted", "port": PORT, "ide_type": "Not An IDE!",
-                      "messages": [{"content": "x"}]}, "bad_request", "ide_type"),
-    ("session.new bad port", {"type": "session.new", "port": -1}, "bad_request", "port"),
-    ("hello bad kind", {"type": "hello", "kind": "robot"}, "bad_request", "kind"),
-    ("hello bad ports", {"type": "hello", "kind": "ide", "ports": [70000]}, "bad_request",
-     "ports"),
-    # Each of these once raised past the parser and closed the connection with 1011 (issue 12).
-    ("role as a list", {**GOOD, "role": []}, "bad_request", "role"),
-    ("content_type as an object", {**GOOD, "content_type": {"a": 1}}, "bad_request",
-     "content_type"),
-    ("source as a list", {**GOOD, "source": ["user_input"]}, "bad_request", "source"),
-    ("item role as an object", {"type": "extracted", "port": PORT,
-                                "messages": [{"content": "x", "role": {}}]},
-     "bad_request", "messages[0].role"),
-    ("hello kind as a list", {"type": "hello", "kind": ["ide"]}, "bad_request", "kind"),
-    ("metadata nested 300 deep", {**GOOD, "metadata": "DEEP"}, "bad_request", "nested"),
-    ("hello client nested 300 deep", {"type": "hello", "client": "DEEP"}, "bad_request",
-     "nested"),
-    ("timestamp whose UTC instant is before year 1",
-     {**GOOD, "timestamp": "0001-01-01T00:00:00+01:00"}, "bad_request", "timestamp"),
-    ("since_seq past the bigint range", {"type": "subscribe", "port": PORT, "since_seq": 2**63},
-     "bad_request", "since_seq"),
-]
-# Nesting orjson decodes but cannot encode again (it stops at 254 levels).
-_DEEP = '{"k":' * 300 + "1" + "}" * 300
+# One bad frame per kind of error reply (tests/test_protocol.py checks every bad frame against
+# the parser): bad JSON (no ref to echo), a bad field (ref echoed), a frame over a limit.
+_KINDS = ("invalid json", "port as string", "oversized content")
+SOCKET_CASES = [case for case in BAD_FRAMES if case[0] in _KINDS]
+assert len(SOCKET_CASES) == 3, "a case named above was renamed in tests/test_protocol.py"
 
 
 @pytest.mark.parametrize(
-    ("frame", "code", "word"),
-    [case[1:] for case in BAD_FRAMES],
-    ids=[case[0] for case in BAD_FRAMES],
+    ("frame", "code", "word"), [c[1:] for c in SOCKET_CASES], ids=[c[0] for c in SOCKET_CASES]
 )
 async def test_bad_frame_gets_error_and_stores_nothing(
     gateway: RunningGateway, db: asyncpg.Pool, frame: Any, code: str, word: str
 ) -> None:
     """Each bad frame gets an error with its code and ref; nothing is stored; the socket lives."""
     async with gateway.connect() as ws:
-        if isinstance(frame, dict):
-            text = orjson.dumps({**frame, "ref": "bad-1"}).decode()
-            await ws.send(text.replace('"DEEP"', _DEEP))
-        else:
-            await ws.send(frame)
+        await ws.send(frame_text(frame))
         error = await receive(ws)
         assert error["type"] == "error"
         assert error["code"] == code

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
@@ -21,6 +22,7 @@ from gateway.protocol import (
     ide_type_for_port,
     parse_frame,
 )
+from gateway.settings import Settings
 from storage.dedup import content_hash, dedup_key
 
 LIMITS = Limits(
@@ -261,3 +263,117 @@ def test_the_edges_of_valid_values_still_parse() -> None:
     assert command.items[0].role == "tool"
     subscribe = parse({"type": "subscribe", "port": 1, "since_seq": 2**63 - 1})
     assert getattr(subscribe, "since_seq", None) == 2**63 - 1
+
+
+# ---- the bad frames a client may send, each with the error reply it gets ----------------
+# tests/test_errors.py sends one of each kind of reply over a real socket.
+
+_PORT = 9601
+_GOOD = {"type": "message", "port": _PORT, "content": "fine"}
+# The limits a gateway runs with by default (the frames below are sized against them).
+_DEFAULTS = Settings()
+GATEWAY_LIMITS = Limits(
+    max_frame_bytes=_DEFAULTS.max_frame_bytes,
+    max_content_bytes=_DEFAULTS.max_content_bytes,
+    max_metadata_bytes=_DEFAULTS.max_metadata_bytes,
+    max_batch_items=_DEFAULTS.max_batch_items,
+)
+
+BAD_FRAMES: list[tuple[str, Any, str, str]] = [
+    # (case, frame (dict, or raw text), expected code, a word the message must contain)
+    ("invalid json", "{not json", "bad_request", "JSON"),
+    ("not an object", "[1, 2]", "bad_request", "object"),
+    ("no type", {"port": _PORT, "content": "x"}, "bad_request", "type"),
+    ("unknown type", {"type": "explode", "port": _PORT}, "bad_request", "explode"),
+    ("missing port", {"type": "message", "content": "x"}, "bad_request", "port"),
+    ("port as string", {**_GOOD, "port": "9222"}, "bad_request", "port"),
+    ("port as bool", {**_GOOD, "port": True}, "bad_request", "port"),
+    ("port zero", {**_GOOD, "port": 0}, "bad_request", "outside"),
+    ("port too high", {**_GOOD, "port": 65536}, "bad_request", "outside"),
+    ("missing content", {"type": "message", "port": _PORT}, "bad_request", "content"),
+    ("content not a string", {**_GOOD, "content": 5}, "bad_request", "content"),
+    ("empty content", {**_GOOD, "content": ""}, "bad_request", "empty"),
+    ("blank content", {**_GOOD, "content": "  \n "}, "bad_request", "empty"),
+    ("oversized content", {**_GOOD, "content": "x" * (256 * 1024 + 1)}, "too_large", "limit"),
+    ("bad role", {**_GOOD, "role": "robot"}, "bad_request", "role"),
+    ("bad content_type", {**_GOOD, "content_type": "html"}, "bad_request", "content_type"),
+    ("bad source", {**_GOOD, "source": "magic"}, "bad_request", "source"),
+    ("client id too long", {**_GOOD, "id": "x" * 129}, "bad_request", "id"),
+    ("client id not a string", {**_GOOD, "id": 7}, "bad_request", "id"),
+    ("timestamp not rfc3339", {**_GOOD, "timestamp": "yesterday"}, "bad_request", "RFC 3339"),
+    ("timestamp without offset", {**_GOOD, "timestamp": "2026-01-01T00:00:00"}, "bad_request",
+     "RFC 3339"),
+    ("impossible date", {**_GOOD, "timestamp": "2026-02-30T00:00:00Z"}, "bad_request",
+     "timestamp"),
+    ("metadata not an object", {**_GOOD, "metadata": [1]}, "bad_request", "metadata"),
+    ("NUL in content", {**_GOOD, "content": "a\u0000b"}, "bad_request", "NUL"),
+    ("NUL in client id", {**_GOOD, "id": "a\u0000"}, "bad_request", "NUL"),
+    ("NUL deep in metadata", {**_GOOD, "metadata": {"k": [{"x": "\u0000"}]}}, "bad_request",
+     "NUL"),
+    ("lone surrogate", '{"type": "message", "port": 9601, "content": "\\ud800"}',
+     "bad_request", "JSON"),
+    ("durable not a bool", {**_GOOD, "durable": "yes"}, "bad_request", "durable"),
+    ("messages not a list", {"type": "extracted", "port": _PORT, "messages": {}},
+     "bad_request", "messages"),
+    ("empty batch", {"type": "extracted", "port": _PORT, "messages": []}, "bad_request",
+     "empty"),
+    ("batch over 500", {"type": "extracted", "port": _PORT,
+                        "messages": [{"content": f"m{i}"} for i in range(501)]},
+     "too_large", "500"),
+    ("bad item in batch", {"type": "extracted", "port": _PORT,
+                           "messages": [{"content": "ok"}, {"content": ""}]},
+     "bad_request", "messages[1].content"),
+    ("item not an object", {"type": "extracted", "port": _PORT, "messages": ["hi"]},
+     "bad_request", "messages[0]"),
+    ("bad ide_type", {"type": "extracted", "port": _PORT, "ide_type": "Not An IDE!",
+                      "messages": [{"content": "x"}]}, "bad_request", "ide_type"),
+    ("session.new bad port", {"type": "session.new", "port": -1}, "bad_request", "port"),
+    ("hello bad kind", {"type": "hello", "kind": "robot"}, "bad_request", "kind"),
+    ("hello bad ports", {"type": "hello", "kind": "ide", "ports": [70000]}, "bad_request",
+     "ports"),
+    # Each of these once raised past the parser and closed the connection with 1011 (issue 12).
+    ("role as a list", {**_GOOD, "role": []}, "bad_request", "role"),
+    ("content_type as an object", {**_GOOD, "content_type": {"a": 1}}, "bad_request",
+     "content_type"),
+    ("source as a list", {**_GOOD, "source": ["user_input"]}, "bad_request", "source"),
+    ("item role as an object", {"type": "extracted", "port": _PORT,
+                                "messages": [{"content": "x", "role": {}}]},
+     "bad_request", "messages[0].role"),
+    ("hello kind as a list", {"type": "hello", "kind": ["ide"]}, "bad_request", "kind"),
+    ("metadata nested 300 deep", {**_GOOD, "metadata": "DEEP"}, "bad_request", "nested"),
+    ("hello client nested 300 deep", {"type": "hello", "client": "DEEP"}, "bad_request",
+     "nested"),
+    ("timestamp whose UTC instant is before year 1",
+     {**_GOOD, "timestamp": "0001-01-01T00:00:00+01:00"}, "bad_request", "timestamp"),
+    ("since_seq past the bigint range", {"type": "subscribe", "port": _PORT, "since_seq": 2**63},
+     "bad_request", "since_seq"),
+]
+# Nesting orjson decodes but cannot encode again (it stops at 254 levels).
+_DEEP_TEXT = '{"k":' * 300 + "1" + "}" * 300
+
+
+def frame_text(frame: Any) -> str:
+    """A BAD_FRAMES frame as sent: a dict gets ref `bad-1` (and "DEEP" becomes 300 levels of
+    nesting); text is sent as it is."""
+    if isinstance(frame, dict):
+        return orjson.dumps({**frame, "ref": "bad-1"}).decode().replace('"DEEP"', _DEEP_TEXT)
+    return str(frame)
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "word"),
+    [case[1:] for case in BAD_FRAMES],
+    ids=[case[0] for case in BAD_FRAMES],
+)
+def test_bad_frame_is_refused_with_its_code_message_and_ref(
+    frame: Any, code: str, word: str
+) -> None:
+    """Each bad frame is refused by the parser with an error frame carrying its code, a
+    message naming the problem and the frame's ref (none when the frame is not JSON)."""
+    with pytest.raises(FrameError) as caught:
+        parse_frame(frame_text(frame), GATEWAY_LIMITS)
+    error = orjson.loads(encode_error(caught.value, caught.value.ref))
+    assert error["type"] == "error"
+    assert error["code"] == code
+    assert word in error["message"]
+    assert error["ref"] == ("bad-1" if isinstance(frame, dict) else None)
