@@ -33,20 +33,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import gc
-import math
 import os
 import resource
-import signal
-import socket
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -54,14 +50,22 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bench.harness import fresh_database, machine
+from bench.harness import (
+    CHAT_GATEWAY,
+    STOP_TIMEOUT_S,
+    BenchError,
+    Server,
+    free_port,
+    fresh_database,
+    machine,
+    machine_busy_seconds,
+    ms,
+    percentile,
+    server_process,
+    tree_cpu_seconds,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAT_GATEWAY = Path(sys.executable).parent / "chat-gateway"
-# The first start on a machine copies the PostgreSQL binaries and runs initdb: allow for it.
-START_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 30.0
-PROBE_INTERVAL_S = 0.05
 # Opening and subscribing N connections: a base plus a per-connection allowance.
 CONNECT_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_PER_SUBSCRIBER_S = 0.1
@@ -69,95 +73,9 @@ CONNECT_CONCURRENCY = 50
 # Sockets beyond the subscribers: the IDE connection, database and Redis pools, logs, pipes.
 SPARE_FILES = 256
 FIRST_PORT = 9300  # each N gets its own port, hence its own gateway session
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-class BenchError(Exception):
-    """The run went wrong (an unexpected frame, a closed connection, a server that died)."""
 
 
 # -- servers -------------------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    """A server subprocess, its WebSocket URL, and everything it wrote to stderr."""
-
-    name: str
-    proc: asyncio.subprocess.Process
-    port: int
-    stderr: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=200))
-    stderr_lines: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.asynccontextmanager
-async def server_process(
-    name: str, argv: Sequence[str], port: int, cwd: Path, env: dict[str, str]
-) -> AsyncIterator[Server]:
-    """Start `argv`, yield it once it accepts TCP connections on `port`; SIGINT it on exit
-    (SIGKILL if it does not stop in time).
-
-    Readiness is a TCP connect, not the "Uvicorn running on" line: at `--log-level warning`
-    uvicorn does not print that line, and it binds its socket only after the lifespan
-    started, so an accepted connection means the app is ready."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=cwd, env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    server = Server(name, proc, port)
-
-    async def drain() -> None:  # for the whole run, so a chatty server never blocks on it
-        assert proc.stderr is not None
-        while line := (await proc.stderr.readline()).decode(errors="replace"):
-            server.stderr.append(line)
-            server.stderr_lines += 1
-
-    drainer = asyncio.create_task(drain(), name=f"{name}-stderr")
-    try:
-        try:
-            async with asyncio.timeout(START_TIMEOUT_S):
-                await _wait_listening(port, drainer)
-        except TimeoutError:
-            raise BenchError(f"{name} was not up within {START_TIMEOUT_S:.0f} s") from None
-        yield server
-    except BaseException:
-        sys.stderr.write(f"--- {name} stderr (last lines) ---\n{''.join(server.stderr)}")
-        raise
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        await asyncio.wait_for(drainer, STOP_TIMEOUT_S)  # EOF once the process is gone
-
-
-async def _wait_listening(port: int, drainer: asyncio.Task[None]) -> None:
-    while True:
-        if drainer.done():
-            raise BenchError("the server exited while starting")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(PROBE_INTERVAL_S)  # not listening yet; only ever at startup
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
 
 
 @contextlib.asynccontextmanager
@@ -190,35 +108,6 @@ async def baseline_process() -> AsyncIterator[Server]:
             "--log-level", "warning"]  # fmt: skip
     async with server_process("baseline", argv, port, ROOT, dict(os.environ)) as server:
         yield server
-
-
-def tree_cpu_seconds(root: int) -> tuple[float, float]:
-    """(CPU seconds of `root`, of its live descendants), user + system, from /proc; each
-    includes the children it has reaped (PostgreSQL's short-lived autovacuum workers, say),
-    whose CPU would otherwise vanish from the tree when they exit."""
-    children: dict[int, list[int]] = {}
-    cpu: dict[int, float] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        pid = int(stat.parent.name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        cpu[pid] = sum(int(f) for f in fields[11:15]) / CLOCK_TICKS  # utime stime cutime cstime
-    below, todo = 0.0, list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        below += cpu.get(pid, 0.0)
-        todo.extend(children.get(pid, []))
-    return cpu.get(root, 0.0), below
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds every core of the machine spent not idle (nor waiting on I/O) since boot."""
-    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
-    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
 def raise_file_limit(subscribers: int) -> None:
@@ -425,15 +314,6 @@ async def measure(
 
 
 # -- report --------------------------------------------------------------------------------
-
-
-def percentile(sorted_ns: Sequence[int], q: float) -> int:
-    """Nearest-rank percentile of sorted samples."""
-    return sorted_ns[max(1, math.ceil(q * len(sorted_ns))) - 1]
-
-
-def ms(ns: float) -> str:
-    return f"{ns / 1e6:.2f} ms"
 
 
 def latency_row(n: int, gateway: Run, baseline: Run) -> str:

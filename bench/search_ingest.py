@@ -51,16 +51,16 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from bench.harness import Timer, copy_in_batches, fresh_database, machine, servers
-from bench.writer_throughput import make_items
+from bench.harness import Timer, copy_in_batches, fresh_database, machine, make_items, servers
 from gateway.ingest import buffer_item
 from gateway.protocol import MessageItem
 from storage.buffer import IngestBuffer
 from storage.db import Connection, create_pool
 from storage.indexer import Indexer, IndexerConfig, catch_up
 from storage.keys import Keys
+from storage.rows import COLUMNS
 from storage.search import search
-from storage.writer import COLUMNS, BatchWriter
+from storage.writer import BatchWriter
 
 VOCABULARY = 30_000
 SESSIONS_PER_USER = 200

@@ -15,58 +15,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import sys
-from datetime import UTC, datetime
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from bench.harness import (
     Timer,
-    content_of_realistic_length,
     copy_in_batches,
     fresh_database,
     machine,
+    make_items,
     servers,
 )
 from gateway.ingest import buffer_item
 from gateway.protocol import MessageItem
 from storage.buffer import IngestBuffer
 from storage.db import create_pool
-from storage.dedup import content_hash, dedup_key
 from storage.keys import Keys
 from storage.streams import Entry
 from storage.writer import BatchWriter, WriterConfig, _Batch
-
-SESSIONS = 20
-
-
-def make_items(n: int, seed: int) -> list[tuple[int, MessageItem]]:
-    """n (port, message) pairs spread over SESSIONS ports, realistic content lengths."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        port = 9222 + i % SESSIONS
-        content = f"{i} " + content_of_realistic_length(rng)
-        role = "user" if i % 2 else "assistant"
-        out.append(
-            (
-                port,
-                MessageItem(
-                    client_id=f"m-{seed}-{i}",
-                    role=role,
-                    content=content,
-                    content_type="markdown",
-                    source="ide_extraction",
-                    client_ts=datetime.now(UTC),
-                    metadata_json='{"model":"bench"}',
-                    dedup_key=dedup_key(port, role, content, None, f"m-{seed}-{i}"),
-                    content_hash=content_hash(content),
-                ),
-            )
-        )
-    return out
 
 
 async def fill_stream(
@@ -89,9 +57,7 @@ async def fill_stream(
     return timer.seconds
 
 
-async def run_shape(
-    database_url: str, redis_url: str, n: int, per_frame: int
-) -> dict[str, float]:
+async def run_shape(database_url: str, redis_url: str, n: int, per_frame: int) -> dict[str, float]:
     keys = Keys(f"bench{per_frame}:")
     pool = await create_pool(database_url, size=4)
     redis = aioredis.Redis.from_url(redis_url)
