@@ -257,7 +257,7 @@ async def create_session(request: Request) -> Response:
     if type(port) is not int or not 1 <= port <= 65535:
         raise BadRequest("port must be an integer from 1 to 65535")
     title = _title(body)
-    _, session = await gateway.ingestor.new_session(user_id, port, title)
+    _, session = await gateway.lifecycle.rotate(user_id, port, title)
     return OrjsonResponse(session.to_json(), status_code=201)
 
 
@@ -291,7 +291,7 @@ async def patch_session(request: Request) -> Response:
         pinned=pinned,
         status=status,
     )
-    session = await gateway.ingestor.change_session(user_id, session_id, change)
+    session = await gateway.lifecycle.change(user_id, session_id, change)
     if session is None:
         raise NotFound("no such session")
     return OrjsonResponse(session.to_json())
@@ -300,7 +300,7 @@ async def patch_session(request: Request) -> Response:
 async def delete_session(request: Request) -> Response:
     """Soft delete: the session and its messages disappear from every read."""
     gateway = _gateway(request)
-    if not await gateway.ingestor.delete_session(_user(request), _session_id(request)):
+    if not await gateway.lifecycle.delete(_user(request), _session_id(request)):
         raise NotFound("no such session")
     return Response(status_code=204)
 

@@ -30,6 +30,7 @@ from gateway.durable import PersistWaiter
 from gateway.errors import CloseCode, GatewayError, Unauthorized
 from gateway.hub import Hub
 from gateway.ingest import Ingestor
+from gateway.lifecycle import SessionLifecycle
 from gateway.live import LiveContext
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics, Sources
@@ -105,9 +106,8 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             max_buffered_messages=settings.max_buffered_messages,
         )
         waiter = PersistWaiter(hub, pool, keys.persisted_channel(uuid.uuid4().hex))
-        ingestor = Ingestor(
-            buffer, waiter, pool, redis, keys, settings.durable_timeout_s, metrics.acks
-        )
+        ingestor = Ingestor(buffer, waiter, settings.durable_timeout_s, metrics.acks)
+        lifecycle = SessionLifecycle(pool, redis, keys, buffer)
         presence = Presence(
             redis, keys, ttl_s=settings.presence_ttl_s, heartbeat_s=settings.presence_ttl_s / 3
         )
@@ -162,8 +162,10 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                 presence,
                 metrics,
                 persistence.indexer if persistence else None,
+                lifecycle,
                 ConnectionParts(
                     ingestor,
+                    lifecycle,
                     live,
                     presence,
                     limits,

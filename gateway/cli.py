@@ -30,13 +30,14 @@ import uvicorn
 from gateway.app import create_app
 from gateway.auth import issue_token, parse_duration
 from gateway.connection import VERSION
+from gateway.lifecycle import SessionLifecycle
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.persistence import running_persistence
 from gateway.server import uvicorn_config, uvicorn_options
 from gateway.settings import Settings
-from storage import migrate, sessions, stats
-from storage.buffer import forget_active
+from storage import migrate, stats
+from storage.buffer import IngestBuffer
 from storage.db import create_pool
 from storage.embedded import EmbeddedServerError, embedded_postgres, embedded_redis
 from storage.indexer import catch_up
@@ -209,24 +210,22 @@ def _archive(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def _run_archive(settings: Settings, older_than_s: int, batch: int) -> int:
-    conn = await asyncpg.connect(settings.database_url)
+    pool = await create_pool(settings.database_url, size=1)
     redis = aioredis.Redis.from_url(settings.redis_url)
     keys = Keys(settings.key_prefix)
+    buffer = IngestBuffer(redis, pool, keys, state_ttl_s=settings.session_state_ttl_s)
+    lifecycle = SessionLifecycle(pool, redis, keys, buffer)
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
-    archived = 0
+
+    def progress(archived: int) -> None:
+        print(f"\rarchived {archived} session(s)", end="", file=sys.stderr, flush=True)
+
     try:
-        while page := await sessions.archive_inactive(conn, cutoff, batch):
-            for session in page:
-                await forget_active(redis, keys, session.user_id, session.port, session.id)
-                event = sessions.session_event("archived", session)
-                await redis.publish(keys.user_channel(session.user_id), event)
-            archived += len(page)
-            print(f"\rarchived {archived} session(s)", end="", file=sys.stderr, flush=True)
+        return await lifecycle.archive_inactive(cutoff, batch, progress)
     finally:
         print(file=sys.stderr)
         await redis.aclose()
-        await conn.close()
-    return archived
+        await pool.close()
 
 
 def _reindex(settings: Settings, args: argparse.Namespace) -> None:

@@ -47,6 +47,7 @@ from gateway.protocol import (
 
 if TYPE_CHECKING:
     from gateway.ingest import Ingestor
+    from gateway.lifecycle import SessionLifecycle
     from gateway.live import LiveContext
     from gateway.metrics import Metrics
     from gateway.presence import Presence
@@ -151,6 +152,7 @@ class ConnectionParts:
     """What a connection uses of its process, and nothing more: built once per process."""
 
     ingestor: Ingestor
+    lifecycle: SessionLifecycle  # `session.new`
     live: LiveContext  # subscriptions, and the hub whose resets they recover from
     presence: Presence
     limits: Limits
@@ -175,6 +177,7 @@ class Connection:
         self.id = uuid.uuid4().hex
         self._websocket = websocket
         self._ingestor = parts.ingestor
+        self._lifecycle = parts.lifecycle
         self._limits = parts.limits
         self._metrics = parts.metrics
         self._presence = parts.presence
@@ -330,7 +333,7 @@ class Connection:
         self._outbox.put_nowait((Streamed(run), None))
 
     async def _new_session(self, command: SessionNew) -> str:
-        _, new = await self._ingestor.new_session(self.state.user_id, command.port, command.title)
+        _, new = await self._lifecycle.rotate(self.state.user_id, command.port, command.title)
         return encode_session_reply(command.ref, new.to_json())
 
     async def _queue(self, reply: Reply, ref: str | None) -> None:

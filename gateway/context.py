@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from gateway.connection import ConnectionParts, ConnectionRegistry
 from gateway.hub import Hub
 from gateway.ingest import Ingestor
+from gateway.lifecycle import SessionLifecycle
 from gateway.live import LiveContext
 from gateway.metrics import Metrics
 from gateway.presence import Presence
@@ -35,4 +36,5 @@ class Gateway:
     presence: Presence
     metrics: Metrics
     indexer: Indexer | None  # runs where the writer runs
+    lifecycle: SessionLifecycle  # rotate, rename, pin, archive, delete, with their events
     connection_parts: ConnectionParts  # what each WebSocket connection is given

@@ -1,5 +1,6 @@
-"""From parsed commands to stored messages: `Ingest` frames into the buffer, and the session
-lifecycle (rotate, rename, pin, archive, unarchive, delete) with its events.
+"""From parsed commands to stored messages: `Ingest` frames into the buffer, answered by `ack`.
+
+The session lifecycle (rotate, rename, pin, archive, delete) is `gateway/lifecycle.py`.
 
 `start_ingest` submits synchronously (so a connection's frames keep their order) and returns a
 coroutine that produces the `ack` frame once the buffer, and for durable frames PostgreSQL,
@@ -15,17 +16,14 @@ from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-import redis.asyncio as aioredis
 from prometheus_client import Counter
 
 from gateway.durable import PersistWaiter
 from gateway.errors import Overloaded
 from gateway.protocol import Ingest, ItemResult, MessageItem, encode_ack, ide_type_for_port
-from storage import rows, sessions
+from storage import rows
 from storage.buffer import BufferFull, BufferItem, BufferUnavailable, IngestBuffer, Outcome
 from storage.ids import new_id
-from storage.keys import Keys
 from storage.rows import Flag
 
 # How long a client refused at a buffer cap should wait before resending: about what the
@@ -37,9 +35,6 @@ FULL_RETRY_AFTER_MS = 1000
 class Ingestor:
     buffer: IngestBuffer
     waiter: PersistWaiter
-    pool: asyncpg.Pool
-    redis: aioredis.Redis
-    keys: Keys
     durable_timeout_s: float
     acks: Counter  # the acks metric, by durability
 
@@ -116,66 +111,6 @@ class Ingestor:
                 f" when the writer catches up",
                 retry_after_ms=1000,
             ) from None
-
-    async def new_session(
-        self, user_id: str, port: int, title: str | None, ide_type: str | None = None
-    ) -> tuple[sessions.Session | None, sessions.Session]:
-        """Archive the port's active session and open a new one, in PostgreSQL then Redis."""
-        async with self.pool.acquire() as conn:
-            old, new = await sessions.rotate(
-                conn, user_id, port, ide_type or ide_type_for_port(port), title
-            )
-        await self.buffer.init_state(new.id)
-        await self.buffer.set_active(user_id, port, new.id)
-        await self.announce(user_id, [("archived", old), ("created", new)], activated=new)
-        return old, new
-
-    async def change_session(
-        self, user_id: str, session_id: uuid.UUID, change: sessions.Change
-    ) -> sessions.Session | None:
-        """Rename, pin, archive or unarchive; None if the session is not the user's."""
-        async with self.pool.acquire() as conn:
-            result = await sessions.update(conn, user_id, session_id, change)
-        if result is None:
-            return None
-        session, displaced = result
-        if change.status == "archived":
-            await self.buffer.forget_active(user_id, session.port, session.id)
-        elif change.status == "active":
-            await self.buffer.set_active(user_id, session.port, session.id)
-        event = "archived" if change.status == "archived" else "updated"
-        activated = session if change.status == "active" else None
-        await self.announce(
-            user_id, [("archived", displaced), (event, session)], activated=activated
-        )
-        return session
-
-    async def delete_session(self, user_id: str, session_id: uuid.UUID) -> bool:
-        """Soft-delete; False if the session is not the user's."""
-        async with self.pool.acquire() as conn:
-            session = await sessions.soft_delete(conn, user_id, session_id)
-        if session is None:
-            return False
-        await self.buffer.forget_active(user_id, session.port, session.id)
-        await self.announce(user_id, [("deleted", session)])
-        return True
-
-    async def announce(
-        self,
-        user_id: str,
-        events: list[tuple[str, sessions.Session | None]],
-        *,
-        activated: sessions.Session | None = None,
-    ) -> None:
-        """Publish session events, in order, to the user's session-list and port feeds;
-        `activated` is the session these events made its port's active one, if any."""
-        channel = self.keys.user_channel(user_id)
-        pipe = self.redis.pipeline(transaction=True)
-        for event, session in events:
-            if session is not None:
-                payload = sessions.session_event(event, session, activated=session is activated)
-                pipe.publish(channel, payload)
-        await pipe.execute()
 
 
 class _PendingAck(Coroutine[Any, Any, str]):
