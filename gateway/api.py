@@ -14,15 +14,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway import wire
 from gateway.auth import authenticate
 from gateway.context import Gateway
-from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.errors import BadRequest, ErrorCode, GatewayError, NotFound
 from gateway.ingest import session_id_or_none
 from gateway.protocol import MAX_SEQ as MAX_SEQ  # re-exported: gateway/openapi.py uses it
 from gateway.protocol import MAX_TITLE_CHARS
@@ -35,28 +37,43 @@ _READY_TIMEOUT_S = 2.0
 
 
 class OrjsonResponse(JSONResponse):
-    """JSON via orjson: fast, and it encodes uuids and datetimes (RFC 3339, `Z`) natively."""
+    """JSON via orjson: fast, and it encodes uuids and datetimes (RFC 3339, `Z`) natively.
+    For the bodies gateway/wire.py does not declare (health, readiness); a wire Struct given
+    here (gateway/app.py's handshake refusal sends `error_body`) is encoded as WireResponse
+    would."""
 
     def render(self, content: Any) -> bytes:
+        if isinstance(content, msgspec.Struct):
+            return wire.encode(content)
         return orjson.dumps(content, default=str, option=orjson.OPT_UTC_Z)
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
+class WireResponse(Response):
+    """A body declared in gateway/wire.py, encoded by msgspec (its shape is the document's)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        assert isinstance(content, msgspec.Struct)
+        return wire.encode(content)
+
+
+def error_body(code: ErrorCode, message: str) -> wire.Error:
+    return wire.error(code, message)
 
 
 async def gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
-    return OrjsonResponse(
+    return WireResponse(
         error_body(exc.code, exc.message), status_code=exc.http_status, headers=headers
     )
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "bad_request"}.get(exc.status_code, "bad_request")
-    return OrjsonResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+    code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.BAD_REQUEST
+    return WireResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
 
 
 def _gateway(request: Request) -> Gateway:
@@ -147,9 +164,7 @@ async def list_messages(request: Request) -> Response:
     before_seq = _int_param(request, "before_seq", low=1, high=MAX_SEQ)
     limit = _int_param(request, "limit", low=1, high=MAX_PAGE) or 100
     async with gateway.pool.acquire() as conn:
-        session = (
-            await sessions.get_session(conn, user_id, session_id) if session_id else None
-        )
+        session = await sessions.get_session(conn, user_id, session_id) if session_id else None
         if session is None:
             raise NotFound("no such session")
         page = await session_messages(
@@ -161,9 +176,7 @@ async def list_messages(request: Request) -> Response:
             before_seq=before_seq,
             limit=limit,
         )
-    return OrjsonResponse(
-        {"session_id": session.id, "messages": page.messages, "has_more": page.has_more}
-    )
+    return WireResponse(wire.MessagePage(session.id, wire.messages(page.messages), page.has_more))
 
 
 async def list_ports(request: Request) -> Response:
@@ -173,20 +186,7 @@ async def list_ports(request: Request) -> Response:
     async with gateway.pool.acquire() as conn:
         ports = await sessions.user_ports(conn, user_id)
     online = await gateway.presence.online(user_id, [p.port for p in ports])
-    return OrjsonResponse(
-        {
-            "ports": [
-                {
-                    "port": p.port,
-                    "ide_type": p.ide_type,
-                    "online": p.port in online,
-                    "active_session": p.active.to_json() if p.active else None,
-                    "last_activity_at": p.last_activity_at,
-                }
-                for p in ports
-            ]
-        }
-    )
+    return WireResponse(wire.PortList([wire.port(p, online=p.port in online) for p in ports]))
 
 
 async def list_port_messages(request: Request) -> Response:
@@ -197,7 +197,7 @@ async def list_port_messages(request: Request) -> Response:
     limit = _int_param(request, "limit", low=1, high=MAX_PAGE) or 100
     async with gateway.pool.acquire() as conn:
         messages = await port_messages(conn, gateway.redis, gateway.keys, user_id, port, limit)
-    return OrjsonResponse({"port": port, "messages": messages})
+    return WireResponse(wire.PortMessages(port, wire.port_messages(messages)))
 
 
 def _path_port(request: Request) -> int:
@@ -239,12 +239,8 @@ async def list_session_page(request: Request) -> Response:
             pinned=pinned,
             title_contains=title_contains,
         )
-    return OrjsonResponse(
-        {
-            "sessions": [s.to_json() for s in page],
-            "next_cursor": _encode_cursor(next_key) if next_key else None,
-        }
-    )
+    cursor = _encode_cursor(next_key) if next_key else None
+    return WireResponse(wire.SessionPage([wire.session(s) for s in page], cursor))
 
 
 async def create_session(request: Request) -> Response:
@@ -258,7 +254,7 @@ async def create_session(request: Request) -> Response:
         raise BadRequest("port must be an integer from 1 to 65535")
     title = _title(body)
     _, session = await gateway.lifecycle.rotate(user_id, port, title)
-    return OrjsonResponse(session.to_json(), status_code=201)
+    return WireResponse(wire.session(session), status_code=201)
 
 
 async def get_session(request: Request) -> Response:
@@ -269,7 +265,7 @@ async def get_session(request: Request) -> Response:
         session = await sessions.get_session(conn, user_id, session_id)
     if session is None:
         raise NotFound("no such session")
-    return OrjsonResponse(session.to_json())
+    return WireResponse(wire.session(session))
 
 
 async def patch_session(request: Request) -> Response:
@@ -294,7 +290,7 @@ async def patch_session(request: Request) -> Response:
     session = await gateway.lifecycle.change(user_id, session_id, change)
     if session is None:
         raise NotFound("no such session")
-    return OrjsonResponse(session.to_json())
+    return WireResponse(wire.session(session))
 
 
 async def delete_session(request: Request) -> Response:
@@ -343,16 +339,7 @@ async def get_stats(request: Request) -> Response:
     user_id = _user(request)
     async with gateway.pool.acquire() as conn:
         counts = await stats.read(conn, user_id)
-    return OrjsonResponse(
-        {
-            "sessions": {
-                "active": counts.sessions_active,
-                "archived": counts.sessions_archived,
-                "total": counts.sessions_active + counts.sessions_archived,
-            },
-            "messages": counts.messages,
-        }
-    )
+    return WireResponse(wire.stats_body(counts))
 
 
 def _encode_cursor(key: tuple[datetime, uuid.UUID]) -> str:

@@ -1,10 +1,12 @@
-"""The HTTP API's OpenAPI 3.1 document, written by hand and served at `GET /openapi.json`.
+"""The HTTP API's OpenAPI 3.1 document, served at `GET /openapi.json`.
 
-Hand-written rather than derived from the handlers: the handlers validate by hand too, and a
-document that states the bounds, enums and nullable fields explicitly is one a fuzzer
-(`tests/test_openapi.py`) can hold the API to. Enums and limits come from the handlers'
-constants where they have them; the test fails when the app serves a route this document
-does not describe, or answers with a status or body it does not allow.
+The response bodies' schemas are generated from their Structs in gateway/wire.py, the same
+types the handlers encode them with, so they cannot drift apart. The paths, the parameters and
+the request bodies are written here: the handlers validate those by hand, and a document that
+states their bounds, enums and nullable fields explicitly is one a fuzzer
+(`tests/test_openapi.py`) can hold the API to. Limits come from the handlers' constants where
+they have them; the test fails when the app serves a route this document does not describe,
+or answers with a status or body it does not allow.
 
 The WebSocket endpoint `/ws` is not here (OpenAPI cannot describe it): `docs/protocol.md` is
 its reference. Neither are the UI's static files under `/ui/`.
@@ -15,21 +17,22 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import msgspec
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway import wire
 from gateway.api import MAX_PAGE, MAX_SEQ
 from gateway.connection import VERSION
-from gateway.errors import ErrorCode
-from gateway.protocol import CONTENT_TYPES, MAX_CLIENT_ID_CHARS, MAX_TITLE_CHARS, ROLES, SOURCES
+from gateway.protocol import MAX_TITLE_CHARS
 from gateway.search_api import DEFAULT_RESULTS as DEFAULT_SEARCH_RESULTS
 from gateway.search_api import MAX_QUERY_CHARS as MAX_SEARCH_QUERY_CHARS
 from gateway.search_api import MAX_SEARCH_RESULTS
 
 JSON = "application/json"
-MAX_PORT = 65535
+MAX_PORT = wire.MAX_PORT
 # Bounds the handlers write inline (there are no constants to import for them yet).
 MAX_SESSIONS_PAGE = 200
 DEFAULT_SESSIONS_PAGE = 50
@@ -84,57 +87,21 @@ def _page_limit(maximum: int, default: int | None) -> Schema:
 
 PORT: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_PORT}
 UUID: Schema = {"type": "string", "format": "uuid"}
-TIME: Schema = {"type": "string", "format": "date-time"}
 TITLE: Schema = {"type": "string", "maxLength": MAX_TITLE_CHARS, "pattern": "^[^\\x00]*$"}
 
-_MESSAGE_PROPERTIES: dict[str, Schema] = {
-    "id": {**UUID, "description": "The server's id of the message (a UUIDv7)."},
-    "seq": {"type": "integer", "minimum": 1, "description": "Position in the session: 1, 2, …"},
-    "client_id": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_CLIENT_ID_CHARS}),
-    "role": {"enum": sorted(ROLES)},
-    "content": {"type": "string"},
-    "content_type": {"enum": sorted(CONTENT_TYPES)},
-    "source": {"enum": sorted(SOURCES)},
-    "timestamp": {**_nullable(TIME), "description": "The client's timestamp, in UTC."},
-    "created_at": TIME,
-    "edited_at": _nullable(TIME),
-    "metadata": {"type": "object", "description": "As the client sent it; `{}` if none."},
-}
 
+def _generated() -> dict[str, Schema]:
+    """The response bodies' components, from gateway/wire.py's Structs (and what they nest)."""
+    _, components = msgspec.json.schema_components(
+        wire.BODIES, ref_template="#/components/schemas/{name}"
+    )
+    return components
+
+
+# The response bodies come from their Structs; written here are only the request bodies
+# (the handlers validate those by hand) and the probes' answers.
 SCHEMAS: dict[str, Schema] = {
-    "Error": _object(
-        {
-            "error": _object(
-                {
-                    "code": {"enum": [code.value for code in ErrorCode]},
-                    "message": {"type": "string"},
-                }
-            )
-        }
-    ),
-    "Session": _object(
-        {
-            "id": UUID,
-            "port": PORT,
-            "ide_type": {"type": "string", "minLength": 1},
-            "title": _nullable({"type": "string", "maxLength": MAX_TITLE_CHARS}),
-            "status": {"enum": ["active", "archived"]},
-            "pinned": {"type": "boolean"},
-            "message_count": {"type": "integer", "minimum": 0},
-            "last_message_at": _nullable(TIME),
-            "created_at": TIME,
-            "updated_at": TIME,
-        }
-    ),
-    "SessionPage": _object(
-        {
-            "sessions": {"type": "array", "items": _ref("Session")},
-            "next_cursor": {
-                **_nullable({"type": "string", "minLength": 1}),
-                "description": "Pass back as `cursor` for the next page; null on the last page.",
-            },
-        }
-    ),
+    **_generated(),
     "NewSession": _object({"port": PORT, "title": _nullable(TITLE)}, optional=("title",)),
     "SessionChange": _object(
         {
@@ -147,69 +114,6 @@ SCHEMAS: dict[str, Schema] = {
             },
         },
         optional=("title", "pinned", "status"),
-    ),
-    "Message": _object(_MESSAGE_PROPERTIES),
-    "PortMessage": _object({**_MESSAGE_PROPERTIES, "session_id": UUID}),
-    "MessagePage": _object(
-        {
-            "session_id": UUID,
-            "messages": {"type": "array", "items": _ref("Message")},
-            "has_more": {"type": "boolean", "description": "The page was cut at `limit`."},
-        }
-    ),
-    "PortMessages": _object(
-        {
-            "port": PORT,
-            "messages": {"type": "array", "items": _ref("PortMessage")},
-        }
-    ),
-    "Port": _object(
-        {
-            "port": PORT,
-            "ide_type": {"type": "string", "minLength": 1},
-            "online": {"type": "boolean", "description": "An IDE connection serves the port."},
-            "active_session": _nullable(_ref("Session")),
-            "last_activity_at": TIME,
-        }
-    ),
-    "PortList": _object({"ports": {"type": "array", "items": _ref("Port")}}),
-    "SearchResult": _object(
-        {
-            "session_id": UUID,
-            "port": PORT,
-            "seq": {"type": "integer", "minimum": 1},
-            "message_id": UUID,
-            "role": {"enum": sorted(ROLES)},
-            "created_at": TIME,
-            "snippet": {"type": "string", "description": "Plain text around the best matches."},
-            "highlights": {
-                "type": "array",
-                "description": "[start, end) code-point offsets of the matches in `snippet`.",
-                "items": {
-                    "type": "array",
-                    "prefixItems": [
-                        {"type": "integer", "minimum": 0},
-                        {"type": "integer", "minimum": 0},
-                    ],
-                    "items": False,
-                    "minItems": 2,
-                },
-            },
-            "rank": {"type": "number", "minimum": 0},
-        }
-    ),
-    "SearchResults": _object({"results": {"type": "array", "items": _ref("SearchResult")}}),
-    "Stats": _object(
-        {
-            "sessions": _object(
-                {
-                    "active": {"type": "integer", "minimum": 0},
-                    "archived": {"type": "integer", "minimum": 0},
-                    "total": {"type": "integer", "minimum": 0},
-                }
-            ),
-            "messages": {"type": "integer", "minimum": 0},
-        }
     ),
     "Health": _object({"status": {"const": "ok"}}),
     "Ready": _object({"status": {"const": "ready"}, "checks": _ref("ReadyChecks")}),

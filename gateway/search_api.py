@@ -16,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api import OrjsonResponse, _gateway, _int_param, _user
+from gateway import wire
+from gateway.api import WireResponse, _gateway, _int_param, _user
 from gateway.errors import BadRequest
 from storage.search import search as search_messages
 
@@ -40,7 +41,7 @@ async def search(request: Request) -> Response:
     limit = _int_param(request, "limit", low=1, high=MAX_SEARCH_RESULTS) or DEFAULT_RESULTS
     async with gateway.pool.acquire() as conn:
         hits = await search_messages(conn, user_id, q, port=port, limit=limit)
-    return OrjsonResponse({"results": [hit.to_json() for hit in hits]})
+    return WireResponse(wire.SearchResults([wire.search_result(hit) for hit in hits]))
 
 
 routes = [Route("/api/search", search, methods=["GET"])]

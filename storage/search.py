@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from storage.db import Connection
 
@@ -100,6 +99,8 @@ _PREPARE = (
 
 @dataclass(frozen=True, slots=True)
 class Hit:
+    """One search result; gateway/wire.py shapes it for clients."""
+
     session_id: uuid.UUID
     port: int
     seq: int
@@ -109,19 +110,6 @@ class Hit:
     snippet: str
     highlights: list[tuple[int, int]]
     rank: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "session_id": self.session_id,
-            "port": self.port,
-            "seq": self.seq,
-            "message_id": self.message_id,
-            "role": self.role,
-            "created_at": self.created_at,
-            "snippet": self.snippet,
-            "highlights": [list(span) for span in self.highlights],
-            "rank": self.rank,
-        }
 
 
 async def search(

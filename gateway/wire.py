@@ -1,0 +1,233 @@
+"""The HTTP API's response bodies, declared once as msgspec Structs.
+
+Each Struct is both the encoder of a body and, through `msgspec.json.schema_components`, its
+component in the OpenAPI document (gateway/openapi.py), so the document cannot drift from
+what the handlers send; tests/test_openapi.py holds both to the running app. Bounds are
+`msgspec.Meta` annotations: msgspec only checks them when decoding, so here they document
+what the handlers guarantee (and the fuzz test checks it).
+
+Storage returns its own dataclasses (and, for messages, the dicts storage/messages.py still
+builds for the WebSocket path); the functions here convert them. Encoding is msgspec's:
+uuids (asyncpg's too) as their text, datetimes as RFC 3339 with `Z` for UTC, `None` as null:
+the same bytes orjson wrote before with `OPT_UTC_Z`. Every field is required, so null never
+turns into an absent key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+
+from gateway.errors import ErrorCode
+from gateway.protocol import CONTENT_TYPES, MAX_CLIENT_ID_CHARS, MAX_TITLE_CHARS, ROLES, SOURCES
+
+if TYPE_CHECKING:  # only converted from: this module needs no storage code to load
+    from storage import search, sessions, stats
+
+MAX_PORT = 65535
+
+PortNumber = Annotated[int, msgspec.Meta(ge=1, le=MAX_PORT)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Seq = Annotated[int, msgspec.Meta(ge=1)]
+Time = Annotated[datetime, msgspec.Meta(tz=True)]
+# Message and session ids that storage/messages.py hands over as text.
+UuidText = Annotated[str, msgspec.Meta(extra_json_schema={"format": "uuid"})]
+IdeType = Annotated[str, msgspec.Meta(min_length=1)]
+Role = Annotated[str, msgspec.Meta(extra_json_schema={"enum": sorted(ROLES)})]
+SessionStatus = Annotated[str, msgspec.Meta(extra_json_schema={"enum": ["active", "archived"]})]
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True):
+    """Base of every body: `forbid_unknown_fields` makes each schema closed
+    (`additionalProperties: false`), which is what lets the fuzz test catch a stray field."""
+
+
+class ErrorDetail(_Body):
+    code: ErrorCode
+    message: str
+
+
+class Error(_Body):
+    """Every error answer: the contract's code and a message for people."""
+
+    error: ErrorDetail
+
+
+class Session(_Body):
+    """A session (no user id: clients only ever see their own)."""
+
+    id: uuid.UUID
+    port: PortNumber
+    ide_type: IdeType
+    title: Annotated[str, msgspec.Meta(max_length=MAX_TITLE_CHARS)] | None
+    status: SessionStatus
+    pinned: bool
+    message_count: Count
+    last_message_at: Time | None
+    created_at: Time
+    updated_at: Time
+
+
+class SessionPage(_Body):
+    sessions: list[Session]
+    next_cursor: Annotated[
+        Annotated[str, msgspec.Meta(min_length=1)] | None,
+        msgspec.Meta(description="Pass back as `cursor` for the next page; null on the last page."),
+    ]
+
+
+class Message(_Body):
+    """A message of a session, committed or still buffered (read your writes)."""
+
+    id: Annotated[UuidText, msgspec.Meta(description="The server's id of the message (a UUIDv7).")]
+    seq: Annotated[Seq, msgspec.Meta(description="Position in the session: 1, 2, …")]
+    client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CLIENT_ID_CHARS)] | None
+    role: Role
+    content: str
+    content_type: Annotated[str, msgspec.Meta(extra_json_schema={"enum": sorted(CONTENT_TYPES)})]
+    source: Annotated[str, msgspec.Meta(extra_json_schema={"enum": sorted(SOURCES)})]
+    timestamp: Annotated[Time | None, msgspec.Meta(description="The client's timestamp, in UTC.")]
+    created_at: Time
+    edited_at: Time | None
+    # Decoded JSON, not msgspec.Raw: a stored message's metadata is jsonb text, whose spacing
+    # differs from the compact form clients have always been sent.
+    metadata: Annotated[
+        Any,
+        msgspec.Meta(
+            description="As the client sent it; `{}` if none.", extra_json_schema={"type": "object"}
+        ),
+    ]
+
+
+class PortMessage(Message):
+    """A message of one of the port's sessions, with that session's id."""
+
+    session_id: UuidText
+
+
+class MessagePage(_Body):
+    session_id: uuid.UUID
+    messages: list[Message]
+    has_more: Annotated[bool, msgspec.Meta(description="The page was cut at `limit`.")]
+
+
+class PortMessages(_Body):
+    port: PortNumber
+    messages: list[PortMessage]
+
+
+class Port(_Body):
+    port: PortNumber
+    ide_type: IdeType
+    online: Annotated[bool, msgspec.Meta(description="An IDE connection serves the port.")]
+    active_session: Session | None
+    last_activity_at: Time
+
+
+class PortList(_Body):
+    ports: list[Port]
+
+
+class SearchResult(_Body):
+    session_id: uuid.UUID
+    port: PortNumber
+    seq: Seq
+    message_id: uuid.UUID
+    role: Role
+    created_at: Time
+    snippet: Annotated[str, msgspec.Meta(description="Plain text around the best matches.")]
+    highlights: Annotated[
+        list[tuple[Count, Count]],
+        msgspec.Meta(description="[start, end) code-point offsets of the matches in `snippet`."),
+    ]
+    rank: Annotated[float, msgspec.Meta(ge=0)]
+
+
+class SearchResults(_Body):
+    results: list[SearchResult]
+
+
+class SessionCounts(_Body):
+    active: Count
+    archived: Count
+    total: Count
+
+
+class Stats(_Body):
+    sessions: SessionCounts
+    messages: Count
+
+
+# The bodies the OpenAPI document describes (their nested Structs come along).
+BODIES: tuple[type[msgspec.Struct], ...] = (
+    Error,
+    SessionPage,
+    MessagePage,
+    PortMessages,
+    PortList,
+    SearchResults,
+    Stats,
+)
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(body: msgspec.Struct) -> bytes:
+    return _encoder.encode(body)
+
+
+def error(code: ErrorCode, message: str) -> Error:
+    return Error(ErrorDetail(code, message))
+
+
+def session(s: sessions.Session) -> Session:
+    return Session(
+        s.id,
+        s.port,
+        s.ide_type,
+        s.title,
+        s.status,
+        s.pinned,
+        s.message_count,
+        s.last_message_at,
+        s.created_at,
+        s.updated_at,
+    )
+
+
+def messages(shaped: Iterable[dict[str, Any]]) -> list[Message]:
+    """storage/messages.py's message dicts (the shape the WebSocket frames embed)."""
+    return [Message(**m) for m in shaped]
+
+
+def port_messages(shaped: Iterable[dict[str, Any]]) -> list[PortMessage]:
+    """storage/messages.py's port message dicts (a message and its `session_id`)."""
+    return [PortMessage(**m) for m in shaped]
+
+
+def port(summary: sessions.PortSummary, *, online: bool) -> Port:
+    active = session(summary.active) if summary.active else None
+    return Port(summary.port, summary.ide_type, online, active, summary.last_activity_at)
+
+
+def search_result(hit: search.Hit) -> SearchResult:
+    return SearchResult(
+        hit.session_id,
+        hit.port,
+        hit.seq,
+        hit.message_id,
+        hit.role,
+        hit.created_at,
+        hit.snippet,
+        hit.highlights,
+        hit.rank,
+    )
+
+
+def stats_body(counts: stats.Stats) -> Stats:
+    active, archived = counts.sessions_active, counts.sessions_archived
+    return Stats(SessionCounts(active, archived, active + archived), counts.messages)
