@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
@@ -54,10 +55,25 @@ async def test_writer_sigkilled_mid_batch_then_restarted_loses_nothing(
         ):
             async with writer_process(deployment, tmp_path) as first:
                 await load.wait_acked(300, timeout=30)
-                # Entries delivered to the writer and not acknowledged: a batch in flight.
-                await wait_until(mid_batch, 15, "a writer batch in flight", interval=0.002)
-                first.kill()
-                await first.proc.wait()
+                # Hold the sessions' row locks: the writer's next batch is copied and then
+                # waits on them before its commit, so it is surely mid-batch when killed (a
+                # batch takes milliseconds: a kill timed by polling alone missed it now and
+                # then). Its server backend, still waiting, aborts once the lock is released
+                # and it finds its client gone: nothing of the batch is committed.
+                blocker = await asyncpg.connect(deployment.database_url)
+                try:
+                    locking = blocker.transaction()
+                    await locking.start()
+                    await blocker.execute(
+                        "SELECT 1 FROM sessions WHERE user_id = $1 FOR UPDATE", deployment.user
+                    )
+                    # Entries delivered to the writer and not acknowledged: a batch in flight.
+                    await wait_until(mid_batch, 15, "a writer batch in flight", interval=0.01)
+                    first.kill()
+                    await first.proc.wait()
+                    await locking.rollback()
+                finally:
+                    await blocker.close()
             pending_at_kill = int((await redis.xpending(stream, WRITER_GROUP))["pending"])
             acked_at_kill = len(load.acked)
             await load.wait_acked(acked_at_kill + 300, timeout=30)  # acks go on, no writer
