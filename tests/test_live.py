@@ -181,9 +181,13 @@ async def test_presence_follows_ide_connections(gateway: RunningGateway) -> None
         assert (gone["port"], gone["online"]) == (9231, False)
 
 
-async def test_presence_of_a_dead_process_expires(settings: Settings) -> None:
+@pytest.mark.parametrize("port_key_expired", [False, True], ids=["swept", "port-key-expired"])
+async def test_presence_of_a_dead_process_expires(
+    settings: Settings, port_key_expired: bool
+) -> None:
     """Ports of a gateway process that died without cleaning up go offline when their
-    heartbeat expires, announced by a surviving process's sweep."""
+    heartbeat expires, announced by a surviving process's sweep; also when the port's own
+    set already expired before any sweep ran (a busy or paused survivor)."""
     quick = replace(settings, presence_ttl_s=0.6)
     async with run_gateway(quick) as survivor, survivor.connect() as tab:
         await request(tab, {"type": "subscribe", "sessions": True})
@@ -191,26 +195,11 @@ async def test_presence_of_a_dead_process_expires(settings: Settings) -> None:
         presence = survivor.gateway.presence
         await presence._call("up", [(quick.local_user, 9232, "ghost-connection")])
         assert (await receive(tab))["online"] is True
+        if port_key_expired:
+            keys = survivor.gateway.keys
+            await survivor.gateway.redis.delete(keys.presence_port(quick.local_user, 9232))
         gone = await receive(tab, timeout=10)
         assert (gone["port"], gone["online"]) == (9232, False)
-
-
-async def test_dead_process_port_is_announced_offline_after_its_key_expired(
-    settings: Settings,
-) -> None:
-    """A dead process's port whose per-port set already expired (no sweep ran in time: a busy
-    or paused survivor) is still announced offline by the next sweep."""
-    quick = replace(settings, presence_ttl_s=0.6)
-    async with run_gateway(quick) as survivor, survivor.connect() as tab:
-        await request(tab, {"type": "subscribe", "sessions": True})
-        presence = survivor.gateway.presence
-        await presence._call("up", [(quick.local_user, 9234, "ghost-connection")])
-        assert (await receive(tab))["online"] is True
-        await survivor.gateway.redis.delete(
-            survivor.gateway.keys.presence_port(quick.local_user, 9234)
-        )
-        gone = await receive(tab, timeout=10)
-        assert (gone["port"], gone["online"]) == (9234, False)
 
 
 async def test_unsubscribe_stops_events(gateway: RunningGateway) -> None:

@@ -113,6 +113,14 @@ def message(page: Page, seq: int) -> Locator:
     return page.locator(f'[data-testid="message"][data-seq="{seq}"]')
 
 
+async def shown_seqs(page: Page) -> list[int]:
+    """The seqs of the messages the tab shows, in page order."""
+    seqs: list[int] = await page.locator('[data-testid="message"]').evaluate_all(
+        "(els) => els.map((el) => Number(el.dataset.seq))"
+    )
+    return seqs
+
+
 async def drop_socket(page: Page) -> None:
     """Close the tab's WebSocket and return once it is closed (the tab reconnects itself)."""
     await page.evaluate(
@@ -280,9 +288,7 @@ async def test_tab_reconnects_and_shows_what_it_missed_once(
         await expect(message(page, 3).locator("p br")).to_have_count(1)  # Shift+Enter
         await expect(message(page, 2)).to_contain_text("while the tab was away")
     await expect(page.locator('[data-testid="message"]')).to_have_count(3)
-    seqs = await page.locator('[data-testid="message"]').evaluate_all(
-        "(els) => els.map((el) => Number(el.dataset.seq))"
-    )
+    seqs = await shown_seqs(page)
     assert seqs == [1, 2, 3]
 
 
@@ -337,9 +343,7 @@ async def test_tab_comes_through_a_pubsub_reset_showing_every_message(
         for i in range(10):
             await ide_message(ide, 9229, f"during {i}")
         await expect(message(page, 11)).to_contain_text("during 9", timeout=WAIT_MS)
-        seqs = await page.locator('[data-testid="message"]').evaluate_all(
-            "(els) => els.map((el) => Number(el.dataset.seq))"
-        )
+        seqs = await shown_seqs(page)
         assert seqs == list(range(1, 12))
         await kill_pubsub_clients(redis)
         created = await request(ide, {"type": "session.new", "port": 9229})

@@ -44,6 +44,7 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
+import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
@@ -271,6 +272,11 @@ async def wait_until(
     return time.monotonic() - started
 
 
+async def stream_empty(redis: aioredis.Redis, stream: str) -> bool:
+    """Whether every entry of `stream` is written: writers delete entries after their XACK."""
+    return int(await redis.xlen(stream)) == 0
+
+
 # --- The load client ------------------------------------------------------------------------
 
 
@@ -361,6 +367,13 @@ class LoadClient:
 
     def acks_since(self, moment: float) -> list[Acked]:
         return [a for a in self.acked.values() if a.at >= moment]
+
+    def newest_seqs(self) -> dict[str, int]:
+        """The highest acked seq of each session so far."""
+        newest: dict[str, int] = {}
+        for ack in self.acked.values():
+            newest[ack.session_id] = max(newest.get(ack.session_id, 0), ack.seq)
+        return newest
 
     async def wait_acked(self, count: int, timeout: float) -> None:
         """Return once at least `count` messages are acked in all; fail after `timeout`."""
@@ -627,6 +640,18 @@ class Subscriber:
                 if self.port is not None and self.session is None:
                     self.session = frame["session_id"]
                 self._changed.notify_all()
+
+
+async def caught_up(feeds: Sequence[Subscriber], seqs: dict[str, int]) -> None:
+    """Wait until each feed has got up to `seqs[s]` of the session `s` it follows (each must
+    follow one of them)."""
+    waits = [
+        feed.wait_for(feed.session, seqs[feed.session], timeout=30)
+        for feed in feeds
+        if feed.session in seqs
+    ]
+    assert len(waits) == len(feeds), "a feed follows no session of the load"
+    await asyncio.gather(*waits)
 
 
 async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 import time
@@ -16,8 +15,10 @@ from tests.faults.harness import (
     Deployment,
     LoadClient,
     Subscriber,
+    caught_up,
     collect_report,
     gateway_process,
+    stream_empty,
     wait_until,
 )
 
@@ -57,22 +58,24 @@ async def test_gateway_sigkilled_subscribers_resume_elsewhere_without_gaps(
         for feed in session_feeds:  # caught up from storage before the kill
             assert feed.session is not None
             await feed.wait_for(feed.session, 1, timeout=10)
-        newest = _newest_seqs(load)
+        newest = load.newest_seqs()
         a.kill()
         killed = time.monotonic()
         assert await a.proc.wait() == -signal.SIGKILL
         # Recovered: every feed resumed and got a message acked after the kill.
-        await _caught_up(feeds, {sid: seq + 1 for sid, seq in newest.items()})
+        await caught_up(feeds, {sid: seq + 1 for sid, seq in newest.items()})
         recovery_s = time.monotonic() - killed
         await load.wait_acked(len(load.acked) + 200, timeout=30)
         await load.finish(timeout=30)
         redis = aioredis.Redis.from_url(deployment.redis_url)
         try:
             stream = Keys(deployment.key_prefix).stream
-            await wait_until(lambda: _empty(redis, stream), 30, "B's writer drained A's share")
+            await wait_until(
+                lambda: stream_empty(redis, stream), 30, "B's writer drained A's share"
+            )
         finally:
             await redis.aclose()
-        await _caught_up(feeds, _newest_seqs(load))
+        await caught_up(feeds, load.newest_seqs())
         assert all(feed.resumes >= 1 for feed in feeds), [f.resumes for f in feeds]
         report = await collect_report(
             "d. a gateway SIGKILLed with subscribers attached",
@@ -89,26 +92,3 @@ async def test_gateway_sigkilled_subscribers_resume_elsewhere_without_gaps(
         exit_code = await b.stop(signal.SIGINT)
     report.check(min_acked=400)
     assert exit_code == 0, b.log[-3000:]
-
-
-def _newest_seqs(load: LoadClient) -> dict[str, int]:
-    """The highest acked seq of each session so far."""
-    newest: dict[str, int] = {}
-    for ack in load.acked.values():
-        newest[ack.session_id] = max(newest.get(ack.session_id, 0), ack.seq)
-    return newest
-
-
-async def _caught_up(feeds: list[Subscriber], seqs: dict[str, int]) -> None:
-    """Wait until each feed has got up to `seqs[s]` of the session `s` it follows."""
-    waits = [
-        feed.wait_for(feed.session, seqs[feed.session], timeout=30)
-        for feed in feeds
-        if feed.session in seqs
-    ]
-    assert len(waits) == len(feeds), "a feed follows no session of the load"
-    await asyncio.gather(*waits)
-
-
-async def _empty(redis: aioredis.Redis, stream: str) -> bool:
-    return int(await redis.xlen(stream)) == 0

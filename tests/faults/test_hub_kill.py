@@ -21,6 +21,7 @@ from tests.faults.harness import (
     Deployment,
     LoadClient,
     Subscriber,
+    caught_up,
     collect_report,
     gateway_process,
     wait_until,
@@ -99,16 +100,7 @@ async def test_hub_killed_repeatedly_no_subscriber_misses_a_message(
         await load.finish(timeout=30)
         await wait_until(got_resync, 10, "the session list got resync")
         feeds = [*port_feeds, session_feed]
-        newest: dict[str, int] = {}
-        for ack in load.acked.values():
-            newest[ack.session_id] = max(newest.get(ack.session_id, 0), ack.seq)
-        await asyncio.gather(
-            *(
-                feed.wait_for(feed.session, newest[feed.session], 30)
-                for feed in feeds
-                if feed.session
-            )
-        )
+        await caught_up(feeds, load.newest_seqs())
         report = await collect_report(
             "e. the hub's pub/sub connection killed 5 times, 1 s apart",
             deployment,

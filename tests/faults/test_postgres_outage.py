@@ -23,6 +23,7 @@ from tests.faults.harness import (
     gateway_process,
     readyz,
     restart,
+    stream_empty,
     wait_until,
 )
 
@@ -131,7 +132,7 @@ async def test_postgres_outage_buffers_acks_and_resumes(
         redis = aioredis.Redis.from_url(redis_url)
         try:
             stream = Keys(deployment.key_prefix).stream
-            await wait_until(lambda: _empty(redis, stream), 30, "the writer drained")
+            await wait_until(lambda: stream_empty(redis, stream), 30, "the writer drained")
         finally:
             await redis.aclose()
         exit_code = await serve.stop(signal.SIGINT)
@@ -163,7 +164,3 @@ async def test_postgres_outage_buffers_acks_and_resumes(
 
 async def _checked_after(checker: PersistedChecker, moment: float) -> bool:
     return any(t >= moment for t in checker.times)
-
-
-async def _empty(redis: aioredis.Redis, stream: str) -> bool:
-    return int(await redis.xlen(stream)) == 0

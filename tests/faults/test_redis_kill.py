@@ -25,6 +25,7 @@ from tests.faults.harness import (
     readyz,
     restart,
     started_valkey,
+    stream_empty,
     wait_until,
 )
 
@@ -70,7 +71,9 @@ async def _kill_and_restart(
         redis = aioredis.Redis.from_url(deployment.redis_url)
         try:
             stream = Keys(deployment.key_prefix).stream
-            await wait_until(lambda: _empty(redis, stream), 30, "the writer drained the stream")
+            await wait_until(
+                lambda: stream_empty(redis, stream), 30, "the writer drained the stream"
+            )
         finally:
             await redis.aclose()
         exit_code = await serve.stop(signal.SIGINT)
@@ -101,10 +104,6 @@ def _noticed(load: LoadClient) -> Any:
         return bool(load.errors) or bool(load.closes)
 
     return check
-
-
-async def _empty(redis: aioredis.Redis, stream: str) -> bool:
-    return int(await redis.xlen(stream)) == 0
 
 
 @pytest.mark.timeout(180)

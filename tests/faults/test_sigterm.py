@@ -21,6 +21,7 @@ from tests.faults.harness import (
     LoadClient,
     collect_report,
     gateway_process,
+    stream_empty,
     wait_until,
 )
 
@@ -69,7 +70,7 @@ async def test_sigterm_under_load_drains_and_exits_0(
         redis = aioredis.Redis.from_url(deployment.redis_url)
         try:
             stream = Keys(deployment.key_prefix).stream
-            await wait_until(lambda: _empty(redis, stream), 30, "the new serve drained")
+            await wait_until(lambda: stream_empty(redis, stream), 30, "the new serve drained")
         finally:
             await redis.aclose()
         recovery_s = time.monotonic() - restarted
@@ -94,7 +95,3 @@ def _closed(load: LoadClient) -> Callable[[], Awaitable[bool]]:
         return sum(load.closes.values()) >= load.connections
 
     return check
-
-
-async def _empty(redis: aioredis.Redis, stream: str) -> bool:
-    return int(await redis.xlen(stream)) == 0
