@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -69,3 +70,40 @@ async def exited(pids: set[int]) -> None:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+async def stop_process(proc: asyncio.subprocess.Process, timeout: float) -> None:
+    """Stop our child as Ctrl-C would (SIGINT), SIGKILL it if it is not gone within
+    `timeout`, and reap it either way; nothing if it already exited."""
+    if proc.returncode is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+async def start_writer(
+    cwd: Path, env: dict[str, str], timeout: float
+) -> tuple[asyncio.subprocess.Process, str]:
+    """Start `chat-gateway writer` (stderr piped, stdout discarded) and return it with its log
+    up to the line saying it runs; fails if it exits or stays silent for `timeout` first."""
+    proc = await asyncio.create_subprocess_exec(
+        CHAT_GATEWAY, "writer", cwd=cwd, env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    log = ""
+    try:
+        while " running;" not in log:
+            line = await asyncio.wait_for(proc.stderr.readline(), timeout)
+            assert line, f"writer exited:\n{log}"
+            log += line.decode()
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc, log

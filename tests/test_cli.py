@@ -25,7 +25,15 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
 from storage import migrate
-from tests.processes import CHAT_GATEWAY, alive, command_env, exited, run_command
+from tests.processes import (
+    CHAT_GATEWAY,
+    alive,
+    command_env,
+    exited,
+    run_command,
+    start_writer,
+    stop_process,
+)
 
 # The first start on a machine copies the PostgreSQL binaries and runs initdb: allow for it.
 START_TIMEOUT = 60.0
@@ -102,12 +110,7 @@ async def serving(cwd: Path, *args: str, env: dict[str, str] | None = None) -> A
     finally:
         if proc.returncode is None:
             serve.children |= _children(proc.pid)  # also those of a failed start
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc, STOP_TIMEOUT)
         await asyncio.wait_for(drainer, IO_TIMEOUT)  # EOF once the process is gone
         await asyncio.wait_for(exited(serve.children), STOP_TIMEOUT)
         if up.done() and not up.cancelled():
@@ -325,19 +328,9 @@ async def test_two_workers_and_a_separate_writer(workdir: Path) -> None:
     cleanly on SIGINT."""
     metrics_port = _unused_port()
     async with serving(workdir, "--workers", "2", "--no-writer") as serve:
-        writer = await asyncio.create_subprocess_exec(
-            CHAT_GATEWAY, "writer", cwd=workdir,
-            env=command_env(GATEWAY_WRITER_METRICS_PORT=str(metrics_port)),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        env = command_env(GATEWAY_WRITER_METRICS_PORT=str(metrics_port))
+        writer, log = await start_writer(workdir, env, START_TIMEOUT)
         try:
-            assert writer.stderr is not None
-            log = ""
-            while "running" not in log:
-                line = await asyncio.wait_for(writer.stderr.readline(), START_TIMEOUT)
-                assert line, f"writer exited:\n{log}"
-                log += line.decode()
             assert "using the embedded servers of the running `serve`" in log
             ws_url = serve.url.replace("http://", "ws://") + "/ws"
             acks = []

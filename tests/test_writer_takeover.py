@@ -23,7 +23,7 @@ from storage.indexer import INDEX_GROUP, Indexer, IndexerConfig
 from storage.keys import WRITER_GROUP
 from storage.writer import BatchWriter, WriterConfig
 from tests.conftest import RunningGateway, count_messages, receive, send
-from tests.processes import CHAT_GATEWAY, command_env
+from tests.processes import command_env, start_writer
 
 TAKEOVER_BOUND_S = 5.0  # the aim of issue 12: a restarted writer takes over within 5 s
 WAIT_S = 15.0  # bound of every wait; the idle claim (30 s) would take longer
@@ -117,18 +117,8 @@ async def test_a_sigkilled_writer_process_is_taken_over_within_5_s(
         GATEWAY_LOG_LEVEL="info",
     )
     async with _session_locked(db, session_id):
-        proc = await asyncio.create_subprocess_exec(
-            CHAT_GATEWAY, "writer", cwd=tmp_path, env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        proc, log = await start_writer(tmp_path, env, WAIT_S)
         try:
-            assert proc.stderr is not None
-            log = ""
-            while " running;" not in log:
-                line = await asyncio.wait_for(proc.stderr.readline(), WAIT_S)
-                assert line, f"writer exited:\n{log}"
-                log += line.decode()
             match = re.search(r"writer (\S+) running;", log)
             assert match is not None, log
             dead = match.group(1)

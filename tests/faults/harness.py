@@ -49,7 +49,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from storage.embedded import ServerProcess, postgres_server, redis_server
-from tests.processes import CHAT_GATEWAY, command_env
+from tests.processes import CHAT_GATEWAY, command_env, stop_process
 
 START_TIMEOUT = 60.0  # a `serve` or `writer` process up and ready
 STOP_TIMEOUT = 30.0  # a process gone after its stop signal
@@ -208,13 +208,7 @@ async def _child(
             ) from None
         yield child
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc, STOP_TIMEOUT)
         await asyncio.wait_for(child._reader, IO_TIMEOUT)  # EOF once the process is gone
         if child._ready.done() and not child._ready.cancelled():
             child._ready.exception()  # retrieved: no "exception was never retrieved"
