@@ -16,9 +16,10 @@ from typing import Any
 
 import msgspec
 import orjson
+from msgspec import UNSET, UnsetType
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import wire
@@ -34,18 +35,6 @@ from storage.messages import port_messages, session_messages
 MAX_PAGE = 1000
 _INTEGER = re.compile(r"-?[0-9]+")
 _READY_TIMEOUT_S = 2.0
-
-
-class OrjsonResponse(JSONResponse):
-    """JSON via orjson: fast, and it encodes uuids and datetimes (RFC 3339, `Z`) natively.
-    For the bodies gateway/wire.py does not declare (health, readiness); a wire Struct given
-    here (gateway/app.py's handshake refusal sends `error_body`) is encoded as WireResponse
-    would."""
-
-    def render(self, content: Any) -> bytes:
-        if isinstance(content, msgspec.Struct):
-            return wire.encode(content)
-        return orjson.dumps(content, default=str, option=orjson.OPT_UTC_Z)
 
 
 class WireResponse(Response):
@@ -109,43 +98,44 @@ def _int_param(request: Request, name: str, *, low: int, high: int | None = None
 
 async def healthz(request: Request) -> Response:
     """Liveness: the process answers. Readiness (dependencies) is `/readyz`."""
-    return OrjsonResponse({"status": "ok"})
+    return WireResponse(wire.Health("ok"))
 
 
 async def readyz(request: Request) -> Response:
     """Readiness: PostgreSQL and Redis answer, and the writers keep up (the oldest unwritten
     ingest entry is younger than `ready_max_writer_lag_s`); else 503 with the reason."""
     gateway = _gateway(request)
-    checks: dict[str, Any] = {}
+    postgres: wire.DependencyState = "down"
+    redis: wire.DependencyState = "down"
+    writer_lag_s: float | UnsetType = UNSET
     reasons: list[str] = []
     try:
         async with asyncio.timeout(_READY_TIMEOUT_S):
             async with gateway.pool.acquire() as conn:
                 await conn.fetchval("SELECT 1")
-        checks["postgres"] = "ok"
+        postgres = "ok"
     except Exception as exc:
-        checks["postgres"] = "down"
         reasons.append(f"PostgreSQL: {exc or type(exc).__name__}")
     try:
         async with asyncio.timeout(_READY_TIMEOUT_S):
             await gateway.redis.ping()  # type: ignore[misc]  # redis-py 7 types sync|async
             oldest: Any = await gateway.redis.xrange(gateway.keys.stream, count=1)
-        checks["redis"] = "ok"
+        redis = "ok"
         lag = 0.0
         if oldest:
             entry_ms = int(oldest[0][0].split(b"-")[0])
             lag = max(0.0, time.time() - entry_ms / 1000)
-        checks["writer_lag_s"] = round(lag, 3)
+        writer_lag_s = round(lag, 3)
         bound = gateway.settings.ready_max_writer_lag_s
         if lag > bound:
             reasons.append(f"writer lag {lag:.1f} s is over {bound:g} s")
     except Exception as exc:
-        checks["redis"] = "down"
+        redis = "down"
         reasons.append(f"Redis: {exc or type(exc).__name__}")
+    checks = wire.ReadyChecks(postgres, redis, writer_lag_s)
     if reasons:
-        body = {"status": "unready", "checks": checks, "reason": "; ".join(reasons)}
-        return OrjsonResponse(body, status_code=503)
-    return OrjsonResponse({"status": "ready", "checks": checks})
+        return WireResponse(wire.Unready("unready", checks, "; ".join(reasons)), status_code=503)
+    return WireResponse(wire.Ready("ready", checks))
 
 
 async def metrics(request: Request) -> Response:
@@ -176,7 +166,9 @@ async def list_messages(request: Request) -> Response:
             before_seq=before_seq,
             limit=limit,
         )
-    return WireResponse(wire.MessagePage(session.id, wire.messages(page.messages), page.has_more))
+    return WireResponse(wire.MessagePage(
+            session.id, [wire.message(m) for m in page.messages], page.has_more
+        ))
 
 
 async def list_ports(request: Request) -> Response:
@@ -197,7 +189,7 @@ async def list_port_messages(request: Request) -> Response:
     limit = _int_param(request, "limit", low=1, high=MAX_PAGE) or 100
     async with gateway.pool.acquire() as conn:
         messages = await port_messages(conn, gateway.redis, gateway.keys, user_id, port, limit)
-    return WireResponse(wire.PortMessages(port, wire.port_messages(messages)))
+    return WireResponse(wire.PortMessages(port, [wire.port_message(m) for m in messages]))
 
 
 def _path_port(request: Request) -> int:

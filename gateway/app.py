@@ -201,7 +201,7 @@ async def refuse_handshake(websocket: WebSocket, error: Unauthorized) -> None:
     only accept and close, with 4401."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         body = api.error_body(error.code, error.message)
-        await websocket.send_denial_response(api.OrjsonResponse(body, status_code=401))
+        await websocket.send_denial_response(api.WireResponse(body, status_code=401))
     else:
         await websocket.accept()
         await websocket.close(int(CloseCode.UNAUTHORIZED), error.message)

@@ -22,12 +22,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, assert_never
 
-import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from gateway import frames
 from gateway.errors import BadRequest, CloseCode, GatewayError, Internal
+from gateway.frames import Frame
 from gateway.live import Send, Subscriptions
-from gateway.metrics import frame_type
 from gateway.protocol import (
     Command,
     FrameError,
@@ -37,11 +37,6 @@ from gateway.protocol import (
     SessionNew,
     Subscribe,
     Unsubscribe,
-    encode_error,
-    encode_pong,
-    encode_session_reply,
-    encode_unsubscribed,
-    encode_welcome,
     parse_frame,
 )
 
@@ -87,10 +82,11 @@ def _teardown_step(what: str, expected: tuple[type[Exception], ...] = ()) -> Ite
         log.warning("connection teardown: %s failed", what, exc_info=True)
 
 
-class Event(str):
+@dataclass(frozen=True, slots=True)
+class Event:
     """A live event's frame: counted against the connection's event byte budget."""
 
-    __slots__ = ()
+    frame: Frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +96,9 @@ class Streamed:
     run: Callable[[Send], Awaitable[None]]
 
 
-# A reply: ready text, a coroutine that produces it (an ingest waiting for its ack), or a
-# streamed reply.
-Reply = str | Coroutine[Any, Any, str] | Streamed
+# A reply: a ready frame, a live event, a coroutine that produces a frame (an ingest waiting
+# for its ack), or a streamed reply.
+Reply = Frame | Event | Coroutine[Any, Any, Frame] | Streamed
 # How long queued replies may take to go out before a closing connection gives up on them.
 _FLUSH_BEFORE_CLOSE_S = 5.0
 
@@ -257,13 +253,13 @@ class Connection:
             text = message.get("text")
             if text is None:
                 error = BadRequest("binary frames are not supported; send JSON text frames")
-                await self._queue(encode_error(error, None), None)
+                await self._queue(frames.error(error, None), None)
                 return CloseCode.UNSUPPORTED_DATA
             try:
                 command = parse_frame(text, self._limits)
             except FrameError as exc:
                 self._metrics.frames_in.labels("invalid").inc()
-                await self._queue(encode_error(exc, exc.ref), None)
+                await self._queue(frames.error(exc, exc.ref), None)
                 continue
             self._metrics.frames_in.labels(_COMMAND_TYPES[type(command)]).inc()
             await self._dispatch(command)
@@ -276,12 +272,12 @@ class Connection:
                 reply = self._ingestor.start_ingest(self.state.user_id, command)
                 await self._queue(reply, command.ref)
             case Ping():
-                await self._queue(encode_pong(command.ref), None)
+                await self._queue(frames.pong(command.ref), None)
             case Hello():
                 self.state.kind, self.state.client = command.kind, command.client
                 if command.kind == "ide":
                     await self._presence.up(self.id, self.state.user_id, command.ports)
-                welcome = encode_welcome(command.ref, self.state.user_id, VERSION, self._limits)
+                welcome = frames.welcome(command.ref, self.state.user_id, VERSION, self._limits)
                 await self._queue(welcome, None)
             case Subscribe():
                 subscriptions, ref = self._subscriptions, command.ref
@@ -301,9 +297,9 @@ class Connection:
             case _:
                 assert_never(command)
 
-    async def _unsubscribe(self, ref: str | None, target: Any) -> str:
+    async def _unsubscribe(self, ref: str | None, target: Any) -> Frame:
         await self._subscriptions.unsubscribe(target)
-        return encode_unsubscribed(ref, target)
+        return frames.unsubscribed(ref, target)
 
     async def _leave(self) -> None:
         """Drop this connection's subscriptions and presence (it is gone)."""
@@ -313,15 +309,16 @@ class Connection:
         with _teardown_step("marking the ports offline"):
             await self._presence.down(self.id)
 
-    def _push_event(self, text: str) -> None:
+    def _push_event(self, frame: Frame) -> None:
         """Queue a live event now; a connection that cannot take it is too slow (1013)."""
         if self._too_slow.is_set():
             return
-        if self._event_bytes + len(text) > self._max_event_bytes or self._outbox.full():
+        size = len(frame.text)
+        if self._event_bytes + size > self._max_event_bytes or self._outbox.full():
             self._too_slow.set()
             return
-        self._event_bytes += len(text)
-        self._outbox.put_nowait((Event(text), None))
+        self._event_bytes += size
+        self._outbox.put_nowait((Event(frame), None))
 
     def _push_streamed(self, run: Callable[[Send], Awaitable[None]]) -> None:
         """Queue a streamed reply from a live event (a port subscription's rotation)."""
@@ -332,9 +329,9 @@ class Connection:
             return
         self._outbox.put_nowait((Streamed(run), None))
 
-    async def _new_session(self, command: SessionNew) -> str:
+    async def _new_session(self, command: SessionNew) -> Frame:
         _, new = await self._lifecycle.rotate(self.state.user_id, command.port, command.title)
-        return encode_session_reply(command.ref, new.to_json())
+        return frames.session_reply(command.ref, new)
 
     async def _queue(self, reply: Reply, ref: str | None) -> None:
         """Queue a reply; waits while the outbox is full, unless the client is gone."""
@@ -361,12 +358,11 @@ class Connection:
                 reply.close()
             raise ClientGone
 
-    async def _send(self, text: str) -> None:
-        await self._websocket.send_text(text)
-        kind = frame_type(text)
-        self._metrics.frames_out.labels(kind).inc()
-        if kind == "error":
-            self._metrics.errors.labels(orjson.loads(text)["code"]).inc()
+    async def _send(self, frame: Frame) -> None:
+        await self._websocket.send_text(frame.text)
+        self._metrics.frames_out.labels(frame.kind).inc()
+        if frame.error_code is not None:
+            self._metrics.errors.labels(frame.error_code).inc()
 
     async def _send_replies(self) -> None:
         """Send replies in the order their frames arrived; a failed reply becomes an error."""
@@ -374,22 +370,24 @@ class Connection:
         while True:
             reply, ref = await self._outbox.get()
             try:
-                if isinstance(reply, str):
+                if isinstance(reply, Frame):
                     await send(reply)
-                    if isinstance(reply, Event):
-                        self._event_bytes -= len(reply)
+                    continue
+                if isinstance(reply, Event):
+                    await send(reply.frame)
+                    self._event_bytes -= len(reply.frame.text)
                     continue
                 try:
                     if isinstance(reply, Streamed):
                         await reply.run(send)
                         continue
-                    text = await reply
+                    frame = await reply
                 except GatewayError as exc:
-                    text = encode_error(exc, ref)
+                    frame = frames.error(exc, ref)
                 except Exception:
                     log.exception("handling a frame failed")
-                    text = encode_error(Internal("internal error while handling the frame"), ref)
-                await send(text)
+                    frame = frames.error(Internal("internal error while handling the frame"), ref)
+                await send(frame)
             finally:
                 self._outbox.task_done()
 

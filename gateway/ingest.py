@@ -18,9 +18,11 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from gateway import frames
 from gateway.durable import PersistWaiter
 from gateway.errors import Overloaded
-from gateway.protocol import Ingest, ItemResult, MessageItem, encode_ack, ide_type_for_port
+from gateway.frames import Frame, ItemResult
+from gateway.protocol import Ingest, MessageItem, ide_type_for_port
 from storage import rows
 from storage.buffer import BufferFull, BufferItem, BufferUnavailable, IngestBuffer, Outcome
 from storage.ids import new_id
@@ -38,7 +40,7 @@ class Ingestor:
     durable_timeout_s: float
     acks: Counter  # the acks metric, by durability
 
-    def start_ingest(self, user_id: str, command: Ingest) -> Coroutine[Any, Any, str]:
+    def start_ingest(self, user_id: str, command: Ingest) -> Coroutine[Any, Any, Frame]:
         """Submit the frame's items now; the returned coroutine yields its `ack` frame.
 
         Closing the coroutine unawaited (the client left) cancels what it would have waited
@@ -61,7 +63,7 @@ class Ingestor:
         command: Ingest,
         submitted: asyncio.Future[Outcome],
         persisted: asyncio.Future[None] | None,
-    ) -> str:
+    ) -> Frame:
         try:
             try:
                 outcome = await submitted
@@ -90,7 +92,7 @@ class Ingestor:
         ]
         durability = "persisted" if persisted is not None else "buffered"
         self.acks.labels(durability).inc()
-        return encode_ack(command.ref, outcome.session_id, command.port, results, durability)
+        return frames.ack(command.ref, outcome.session_id, command.port, results, durability)
 
     async def _wait_persisted(self, outcome: Outcome, persisted: asyncio.Future[None]) -> None:
         try:
@@ -113,7 +115,7 @@ class Ingestor:
             ) from None
 
 
-class _PendingAck(Coroutine[Any, Any, str]):
+class _PendingAck(Coroutine[Any, Any, Frame]):
     """An `_ack` coroutine that owns the futures it awaits.
 
     A connection whose client left closes the reply coroutines it will never send, most of
@@ -127,12 +129,12 @@ class _PendingAck(Coroutine[Any, Any, str]):
     __slots__ = ("_coroutine", "_futures")
 
     def __init__(
-        self, coroutine: Coroutine[Any, Any, str], futures: tuple[asyncio.Future[Any], ...]
+        self, coroutine: Coroutine[Any, Any, Frame], futures: tuple[asyncio.Future[Any], ...]
     ) -> None:
         self._coroutine = coroutine
         self._futures = futures
 
-    def __await__(self) -> Generator[Any, None, str]:
+    def __await__(self) -> Generator[Any, None, Frame]:
         return self._coroutine.__await__()
 
     def send(self, value: Any) -> Any:
@@ -154,7 +156,7 @@ def _overloaded(exc: BufferFull) -> Overloaded:
     )
 
 
-async def _refuse(exc: BufferFull) -> str:
+async def _refuse(exc: BufferFull) -> Frame:
     """The reply of a frame refused before it was queued."""
     raise _overloaded(exc)
 

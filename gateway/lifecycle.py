@@ -20,11 +20,12 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from gateway.protocol import ide_type_for_port
+from storage import events as user_events
 from storage import sessions
 from storage.buffer import IngestBuffer
 from storage.keys import Keys
 
-Event = tuple[str, sessions.Session | None]  # (created | updated | archived | deleted, session)
+Event = tuple[user_events.SessionEventKind, sessions.Session | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,9 @@ class SessionLifecycle:
             await self.buffer.forget_active(user_id, session.port, session.id)
         elif change.status == "active":
             await self.buffer.set_active(user_id, session.port, session.id)
-        event = "archived" if change.status == "archived" else "updated"
+        event: user_events.SessionEventKind = (
+            "archived" if change.status == "archived" else "updated"
+        )
         activated = session if change.status == "active" else None
         await self.announce(
             user_id, [("archived", displaced), (event, session)], activated=activated
@@ -105,6 +108,6 @@ class SessionLifecycle:
         pipe = self.redis.pipeline(transaction=True)
         for event, session in events:
             if session is not None:
-                payload = sessions.session_event(event, session, activated=session is activated)
+                payload = user_events.session_event(event, session, activated=session is activated)
                 pipe.publish(channel, payload)
         await pipe.execute()

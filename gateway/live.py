@@ -31,29 +31,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
+from gateway import frames
 from gateway.errors import NotFound
+from gateway.frames import Frame
 from gateway.hub import Hub
-from gateway.protocol import (
-    ByPort,
-    BySession,
-    SessionList,
-    Target,
-    encode_message_event,
-    encode_resync,
-    encode_subscribed,
-)
-from storage import rows, sessions
+from gateway.protocol import ByPort, BySession, SessionList, Target
+from storage import events, rows, sessions
 from storage.keys import Keys
 from storage.messages import last_seq, message_from_row, session_messages
 
-Send = Callable[[str], Awaitable[None]]
-Push = Callable[[str], None]
+Send = Callable[[Frame], Awaitable[None]]
+Push = Callable[[Frame], None]
 Later = Callable[[Callable[[Send], Awaitable[None]]], None]
 
 CATCH_UP_PAGE = 500
@@ -66,7 +59,7 @@ BACKLOG_LIMIT = 5000
 class LiveMessage:
     seq: int
     version: int  # edited_at in ms; 0 for a message's first version
-    text: str  # the `message` frame, encoded once per process
+    frame: Frame  # the `message` frame, encoded once per process
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +68,7 @@ class UserEvent:
     event: str | None  # created, updated, archived, deleted; None for presence
     session_id: str | None
     activated: bool  # the event made the session its port's active one
-    text: str  # the `session` or `presence` frame
+    frame: Frame  # the `session` or `presence` frame
 
 
 def decode_rows(data: bytes) -> list[LiveMessage]:
@@ -84,22 +77,20 @@ def decode_rows(data: bytes) -> list[LiveMessage]:
     for raw in orjson.loads(data):
         row = rows.from_json(raw)
         edited = row.edited_ms is not None
-        frame = encode_message_event(row.session_id, row.port, message_from_row(row), edited=edited)
+        frame = frames.message_event(message_from_row(row), row.port, edited=edited)
         out.append(LiveMessage(row.seq, row.version, frame))
     return out
 
 
 def decode_user_event(data: bytes) -> UserEvent:
-    """A user channel publication as an encoded `session` or `presence` frame."""
-    payload = orjson.loads(data)
-    if "presence" in payload:
-        presence = payload["presence"]
-        text = orjson.dumps({"type": "presence", **presence}).decode()
-        return UserEvent(presence["port"], None, None, False, text)
-    session = payload["session"]
-    text = '{"type":"session",' + data.decode()[1:]
-    activated = payload.get("activated", False)
-    return UserEvent(session["port"], payload["event"], session["id"], activated, text)
+    """A user channel publication (storage/events.py) as an encoded `session` or `presence`
+    frame, with what feeds route it by."""
+    event = events.decode(data)
+    frame = frames.user_event(event)
+    if isinstance(event, events.PresenceEvent):
+        return UserEvent(event.presence.port, None, None, False, frame)
+    session = event.session
+    return UserEvent(session.port, event.event, str(session.id), event.activated, frame)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +146,7 @@ class SessionFeed:
                 self._hold(messages[index:])
                 return
             if self._is_new(message):
-                self._push(message.text)
+                self._push(message.frame)
 
     def _hold(self, messages: list[LiveMessage]) -> None:
         """Keep events for the catch-up under way; past the limit, storage has them."""
@@ -205,7 +196,7 @@ class SessionFeed:
                 backlog, self._backlog = self._backlog, []
                 for message in backlog:
                     if self._is_new(message):
-                        await send(message.text)
+                        await send(message.frame)
             if not self._overflowed:
                 break
             self._overflowed = False  # too much arrived meanwhile: storage has all of it
@@ -229,12 +220,11 @@ class SessionFeed:
                     limit=CATCH_UP_PAGE,
                 )
             for message in page.messages:
-                edited = message["edited_at"]
+                edited = message.edited_at
                 version = int(edited.timestamp() * 1000) if edited else 0
-                self._versions[message["seq"]] = version
-                self.last_seq = message["seq"]
-                frame = encode_message_event(self.session_id, self.port, message, edited=False)
-                await send(frame)
+                self._versions[message.seq] = version
+                self.last_seq = message.seq
+                await send(frames.message_event(message, self.port, edited=False))
             if not page.has_more:
                 return
 
@@ -262,7 +252,7 @@ class Subscriptions:
                 context.keys.user_channel(self.user_id), self._on_user_event, decode_user_event
             )
             self._session_list = True
-            await send(encode_subscribed(ref, target, None, None))
+            await send(frames.subscribed(ref, target, None, None))
             return
         if isinstance(target, BySession):
             async with context.pool.acquire() as conn:
@@ -272,7 +262,7 @@ class Subscriptions:
             feed = SessionFeed(context, str(session.id), session.port, self.push, self.later)
             self._sessions[feed.session_id] = feed
             try:
-                await self.start_feed(feed, send, ref, target, session.to_json(), since_seq)
+                await self.start_feed(feed, send, ref, target, session, since_seq)
             except BaseException:
                 await self.unsubscribe(target)
                 raise
@@ -291,7 +281,7 @@ class Subscriptions:
         send: Send,
         ref: str | None,
         target: Target,
-        session: dict[str, Any] | None,
+        session: sessions.Session | None,
         since_seq: int | None,
     ) -> None:
         await feed.start()
@@ -300,7 +290,7 @@ class Subscriptions:
             newest = await last_seq(conn, context.redis, context.keys, feed.session_id)
         if since_seq is None:
             feed.last_seq = newest
-        await send(encode_subscribed(ref, target, session, newest))
+        await send(frames.subscribed(ref, target, session, newest))
         await feed.go_live(send, since_seq)
 
     async def unsubscribe(self, target: Target) -> bool:
@@ -333,7 +323,7 @@ class Subscriptions:
         await self.unsubscribe(SessionList())
 
     def _on_user_event(self, event: UserEvent) -> None:
-        self.push(event.text)
+        self.push(event.frame)
 
     def on_reset(self) -> None:
         """The hub's connection was reset: anything published meanwhile may be lost."""
@@ -342,7 +332,7 @@ class Subscriptions:
         for port_feed in self.ports.values():
             port_feed.on_reset()
         if self._session_list:
-            self.push(encode_resync(SessionList()))
+            self.push(frames.resync(SessionList()))
 
 
 class PortFeed:
@@ -369,7 +359,7 @@ class PortFeed:
         await context.hub.listen(self._channel, self._on_user_event, decode_user_event)
         session = await self._active_session()
         if session is None:
-            await send(encode_subscribed(ref, ByPort(self.port), None, 0))
+            await send(frames.subscribed(ref, ByPort(self.port), None, 0))
             return
         if since_seq is not None and since_session_id not in (None, session.id):
             since_seq = 0  # the port rotated while the client was away: all of the new one
@@ -377,7 +367,7 @@ class PortFeed:
             context, str(session.id), self.port, self._owner.push, self._owner.later
         )
         await self._owner.start_feed(
-            self.feed, send, ref, ByPort(self.port), session.to_json(), since_seq
+            self.feed, send, ref, ByPort(self.port), session, since_seq
         )
 
     async def stop(self) -> None:
@@ -401,7 +391,7 @@ class PortFeed:
         switch = event.activated and event.session_id != current
         if event.event == "updated" and not switch:
             return  # counters and renames are for session-list subscribers
-        self._owner.push(event.text)
+        self._owner.push(event.frame)
         if switch:
             assert event.session_id is not None
             self._owner.later(self._switcher(event.session_id))
@@ -409,7 +399,7 @@ class PortFeed:
     def on_reset(self) -> None:
         """Tell the client to re-fetch the port's sessions and presence; catch the current
         session up, then follow the port's active session if it changed meanwhile."""
-        self._owner.push(encode_resync(ByPort(self.port)))
+        self._owner.push(frames.resync(ByPort(self.port)))
         if self.feed is not None:
             self.feed.recover()
         self._owner.later(self._follow_active)
@@ -421,8 +411,7 @@ class PortFeed:
         if session is not None and (self.feed is None or self.feed.session_id != str(session.id)):
             # The event that activated it may be among the lost: say which session the
             # messages that follow belong to, as that event would have.
-            event = sessions.session_event("updated", session, activated=True)
-            await send(decode_user_event(event).text)
+            await send(frames.user_event(events.SessionEvent("updated", session, activated=True)))
             await self._switcher(str(session.id))(send)
 
     def _switcher(self, session_id: str) -> Callable[[Send], Awaitable[None]]:

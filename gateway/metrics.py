@@ -189,11 +189,3 @@ class Metrics:
         self._shared.snapshot = shot
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
-
-def frame_type(text: str) -> str:
-    """The `type` of an encoded server frame (every encoder writes it first)."""
-    if text.startswith('{"type":"'):
-        end = text.find('"', 9)
-        if end > 0:
-            return text[9:end]
-    return "unknown"

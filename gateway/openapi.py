@@ -99,7 +99,7 @@ def _generated() -> dict[str, Schema]:
 
 
 # The response bodies come from their Structs; written here are only the request bodies
-# (the handlers validate those by hand) and the probes' answers.
+# (the handlers validate those by hand).
 SCHEMAS: dict[str, Schema] = {
     **_generated(),
     "NewSession": _object({"port": PORT, "title": _nullable(TITLE)}, optional=("title",)),
@@ -114,30 +114,6 @@ SCHEMAS: dict[str, Schema] = {
             },
         },
         optional=("title", "pinned", "status"),
-    ),
-    "Health": _object({"status": {"const": "ok"}}),
-    "Ready": _object({"status": {"const": "ready"}, "checks": _ref("ReadyChecks")}),
-    "Unready": _object(
-        {
-            "status": {"const": "unready"},
-            "checks": _ref("ReadyChecks"),
-            "reason": {"type": "string", "description": "What is wrong, for people."},
-        }
-    ),
-    # Open: a new check is an addition, not a change, for monitoring that reads this.
-    "ReadyChecks": _object(
-        {
-            "postgres": {"enum": ["ok", "down"]},
-            "redis": {"enum": ["ok", "down"]},
-            "writer_lag_s": {
-                "type": "number",
-                "minimum": 0,
-                "description": "Age of the oldest unwritten ingest entry (absent if Redis is"
-                " down).",
-            },
-        },
-        closed=False,
-        optional=("writer_lag_s",),
     ),
 }
 

@@ -6,8 +6,9 @@ what the handlers send; tests/test_openapi.py holds both to the running app. Bou
 `msgspec.Meta` annotations: msgspec only checks them when decoding, so here they document
 what the handlers guarantee (and the fuzz test checks it).
 
-Storage returns its own dataclasses (and, for messages, the dicts storage/messages.py still
-builds for the WebSocket path); the functions here convert them. Encoding is msgspec's:
+Storage returns its own dataclasses; the functions here shape them for clients, for the HTTP
+bodies here and for the WebSocket frames (gateway/frames.py embeds `Message` and `Session`).
+Encoding is msgspec's:
 uuids (asyncpg's too) as their text, datetimes as RFC 3339 with `Z` for UTC, `None` as null:
 the same bytes orjson wrote before with `OPT_UTC_Z`. Every field is required, so null never
 turns into an absent key.
@@ -16,17 +17,17 @@ turns into an absent key.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from gateway.errors import ErrorCode
 from gateway.protocol import CONTENT_TYPES, MAX_CLIENT_ID_CHARS, MAX_TITLE_CHARS, ROLES, SOURCES
 
 if TYPE_CHECKING:  # only converted from: this module needs no storage code to load
-    from storage import search, sessions, stats
+    from storage import messages, search, sessions, stats
 
 MAX_PORT = 65535
 
@@ -34,7 +35,7 @@ PortNumber = Annotated[int, msgspec.Meta(ge=1, le=MAX_PORT)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 Seq = Annotated[int, msgspec.Meta(ge=1)]
 Time = Annotated[datetime, msgspec.Meta(tz=True)]
-# Message and session ids that storage/messages.py hands over as text.
+# Message and session ids that storage hands over as text.
 UuidText = Annotated[str, msgspec.Meta(extra_json_schema={"format": "uuid"})]
 IdeType = Annotated[str, msgspec.Meta(min_length=1)]
 Role = Annotated[str, msgspec.Meta(extra_json_schema={"enum": sorted(ROLES)})]
@@ -162,8 +163,46 @@ class Stats(_Body):
     messages: Count
 
 
+class Health(_Body):
+    status: Literal["ok"]
+
+
+DependencyState = Literal["ok", "down"]
+
+
+# Open (unknown fields allowed): a new check is an addition, not a change, for monitoring
+# that reads this.
+class ReadyChecks(msgspec.Struct):
+    postgres: DependencyState
+    redis: DependencyState
+    writer_lag_s: (
+        Annotated[
+            float,
+            msgspec.Meta(
+                ge=0,
+                description="Age of the oldest unwritten ingest entry (absent if Redis is down).",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+
+
+class Ready(_Body):
+    status: Literal["ready"]
+    checks: ReadyChecks
+
+
+class Unready(_Body):
+    status: Literal["unready"]
+    checks: ReadyChecks
+    reason: Annotated[str, msgspec.Meta(description="What is wrong, for people.")]
+
+
 # The bodies the OpenAPI document describes (their nested Structs come along).
 BODIES: tuple[type[msgspec.Struct], ...] = (
+    Health,
+    Ready,
+    Unready,
     Error,
     SessionPage,
     MessagePage,
@@ -199,14 +238,30 @@ def session(s: sessions.Session) -> Session:
     )
 
 
-def messages(shaped: Iterable[dict[str, Any]]) -> list[Message]:
-    """storage/messages.py's message dicts (the shape the WebSocket frames embed)."""
-    return [Message(**m) for m in shaped]
+def message(m: messages.Message) -> Message:
+    return Message(*_message_fields(m))
 
 
-def port_messages(shaped: Iterable[dict[str, Any]]) -> list[PortMessage]:
-    """storage/messages.py's port message dicts (a message and its `session_id`)."""
-    return [PortMessage(**m) for m in shaped]
+def port_message(m: messages.Message) -> PortMessage:
+    """A message with its session's id (a port's messages span its sessions)."""
+    return PortMessage(*_message_fields(m), m.session_id)
+
+
+def _message_fields(m: messages.Message) -> tuple[Any, ...]:
+    """`Message`'s fields, in its order (positional: the live path builds one per row)."""
+    return (
+        m.id,
+        m.seq,
+        m.client_id,
+        m.role,
+        m.content,
+        m.content_type,
+        m.source,
+        m.timestamp,
+        m.created_at,
+        m.edited_at,
+        m.metadata,
+    )
 
 
 def port(summary: sessions.PortSummary, *, online: bool) -> Port:

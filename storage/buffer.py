@@ -35,7 +35,7 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from storage import rows, sessions
+from storage import events, rows, sessions
 from storage.background import background
 from storage.dedup import content_hash
 from storage.keys import Keys, script
@@ -283,7 +283,7 @@ class IngestBuffer:
             await self.init_state(session.id)
             await self._redis.publish(
                 self._keys.user_channel(request.user_id),
-                sessions.session_event("created", session, activated=True),
+                events.session_event("created", session, activated=True),
             )
         # NX: a rotation that already wrote a newer session id must win over this lookup.
         await self._redis.set(active_key, str(session.id), nx=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -30,9 +31,29 @@ _SELECT = (
 )
 
 
+# Not frozen, like BufferedRow: a page builds up to a few hundred. Treat it as read-only.
+@dataclass(slots=True)
+class Message:
+    """A message as stored, committed or still buffered; gateway/wire.py shapes it for
+    clients. `metadata` is the decoded JSON object the client sent."""
+
+    session_id: str
+    id: str
+    seq: int
+    client_id: str | None
+    role: str
+    content: str
+    content_type: str
+    source: str
+    timestamp: datetime | None  # the client's own, if it sent one
+    created_at: datetime
+    edited_at: datetime | None
+    metadata: Any
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
-    messages: list[dict[str, Any]]
+    messages: list[Message]
     has_more: bool
 
 
@@ -79,7 +100,7 @@ async def session_messages(
         pipe.zrangebyscore(keys.pending(sid), f"({low}", upper, start=0, num=limit + 1)
     pipe.hgetall(keys.pending_edits(sid))
     raw, raw_edits = await pipe.execute()
-    buffered = {row["seq"]: row for row in map(_buffered_message, raw)}
+    buffered = {m.seq: m for m in map(_buffered_message, raw)}
     edits = [_buffered_message(row) for row in raw_edits.values()]
     # Always both bounds: PostgreSQL's generic plan (asyncpg prepares every statement, and the
     # server switches to the generic plan after five runs) estimates `seq > $2` alone at a
@@ -92,11 +113,11 @@ async def session_messages(
         low,
         high if high is not None else _SEQ_MAX,
     )
-    merged = {r["seq"]: _stored_message(r) for r in records}
+    merged = {r["seq"]: _stored_message(sid, r) for r in records}
     merged.update(buffered)
     for edit in edits:  # the newest version of a message still being written
-        if edit["seq"] in merged:
-            merged[edit["seq"]] = edit
+        if edit.seq in merged:
+            merged[edit.seq] = edit
     seqs = sorted(merged, reverse=backwards)
     page = [merged[s] for s in seqs[:limit]]
     if backwards:
@@ -109,9 +130,9 @@ _PORT_PENDING = script("port_pending.lua")
 
 async def port_messages(
     conn: Connection, redis: aioredis.Redis, keys: Keys, user_id: str, port: int, limit: int
-) -> list[dict[str, Any]]:
+) -> list[Message]:
     """The newest `limit` messages of the port across its (not deleted) sessions, newest
-    first, each with its `session_id`; buffered messages included (read your writes).
+    first; buffered messages included (read your writes).
 
     The buffered rows come from every session in the port's buffered set (Keys.port_buffered),
     however many rotations ago it was active, so none is missed; a port whose rows are all
@@ -143,56 +164,56 @@ async def port_messages(
         )
         for record in deleted:
             del buffered[str(record["id"])]
-    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    merged: dict[tuple[str, int], Message] = {}
     for record in records:
-        merged[(str(record["session_id"]), record["seq"])] = {
-            "session_id": str(record["session_id"]),
-            **_stored_message(record),
-        }
+        message = _stored_message(str(record["session_id"]), record)
+        merged[(message.session_id, message.seq)] = message
     for sid, (new_rows, edits) in buffered.items():
         for raw in new_rows:
             message = _buffered_message(raw)
-            merged[(sid, message["seq"])] = {"session_id": sid, **message}
+            merged[(sid, message.seq)] = message
         for raw in edits[1::2]:  # newest versions, of messages on this page only
             message = _buffered_message(raw)
-            if (sid, message["seq"]) in merged:
-                merged[(sid, message["seq"])] = {"session_id": sid, **message}
-    newest = sorted(merged.values(), key=lambda m: (m["created_at"], m["seq"]), reverse=True)
+            if (sid, message.seq) in merged:
+                merged[(sid, message.seq)] = message
+    newest = sorted(merged.values(), key=lambda m: (m.created_at, m.seq), reverse=True)
     return newest[:limit]
 
 
-def _buffered_message(raw: Any) -> dict[str, Any]:
+def _buffered_message(raw: Any) -> Message:
     return message_from_row(rows.decode(raw))
 
 
-def message_from_row(row: BufferedRow) -> dict[str, Any]:
-    """A buffered row in the API's message shape."""
-    return {
-        "id": row.id,
-        "seq": row.seq,
-        "client_id": row.client_id,
-        "role": row.role,
-        "content": row.content,
-        "content_type": row.content_type,
-        "source": row.source,
-        "timestamp": row.timestamp,
-        "created_at": row.created_at,
-        "edited_at": row.edited_at,
-        "metadata": row.metadata,
-    }
+def message_from_row(row: BufferedRow) -> Message:
+    """A buffered row as a message (live feeds decode rows from publications)."""
+    return Message(
+        row.session_id,
+        row.id,
+        row.seq,
+        row.client_id,
+        row.role,
+        row.content,
+        row.content_type,
+        row.source,
+        row.timestamp,
+        row.created_at,
+        row.edited_at,
+        row.metadata,
+    )
 
 
-def _stored_message(record: Any) -> dict[str, Any]:
-    return {
-        "id": str(record["id"]),
-        "seq": record["seq"],
-        "client_id": record["client_id"],
-        "role": record["role"],
-        "content": record["content"],
-        "content_type": record["content_type"],
-        "source": record["source"],
-        "timestamp": record["client_ts"],
-        "created_at": record["created_at"],
-        "edited_at": record["edited_at"],
-        "metadata": orjson.loads(record["metadata"]),
-    }
+def _stored_message(session_id: str, record: Any) -> Message:
+    return Message(
+        session_id,
+        str(record["id"]),
+        record["seq"],
+        record["client_id"],
+        record["role"],
+        record["content"],
+        record["content_type"],
+        record["source"],
+        record["client_ts"],
+        record["created_at"],
+        record["edited_at"],
+        orjson.loads(record["metadata"]),
+    )

@@ -10,10 +10,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
-import orjson
 
 from storage.db import Connection
 from storage.ids import new_id
@@ -38,34 +36,9 @@ class Session:
     created_at: datetime
     updated_at: datetime
 
-    def to_json(self) -> dict[str, Any]:
-        """The contract's session object (no user id: clients only ever see their own)."""
-        return {
-            "id": self.id,
-            "port": self.port,
-            "ide_type": self.ide_type,
-            "title": self.title,
-            "status": self.status,
-            "pinned": self.pinned,
-            "message_count": self.message_count,
-            "last_message_at": self.last_message_at,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-        }
-
 
 def session_from(record: asyncpg.Record) -> Session:
     return Session(**dict(record))
-
-
-def session_event(event: str, session: Session, *, activated: bool = False) -> bytes:
-    """A session event as published on the user's channel (see `Keys.user_channel`).
-    `activated` marks the events that made the session its port's active one (a first
-    session, a rotation, an unarchive): port subscriptions follow those, and only those."""
-    payload: dict[str, Any] = {"event": event, "session": session.to_json()}
-    if activated:
-        payload["activated"] = True
-    return orjson.dumps(payload, default=str, option=orjson.OPT_UTC_Z)
 
 
 async def find_or_create_active(

@@ -39,13 +39,14 @@ import redis.asyncio as aioredis
 
 from storage import rows, streams
 from storage.db import Connection
+from storage.events import session_event
 from storage.keys import WRITER_GROUP, Keys
 from storage.outages import log_failure
 from storage.rows import COLUMNS as COLUMNS  # re-exported: bench/ imports it from here
 from storage.rows import CREATED_AT, EDITED_AT, PORT, SEQ, SESSION_ID, USER_ID
 from storage.scripts import lua
 from storage.sessions import COLUMNS as SESSION_COLUMNS
-from storage.sessions import Session, session_event, session_from
+from storage.sessions import Session, session_from
 from storage.streams import Entry
 
 log = logging.getLogger(__name__)

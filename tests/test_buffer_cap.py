@@ -105,7 +105,7 @@ async def test_a_full_ingest_queue_refuses_a_frame_at_once(gateway: RunningGatew
         await asyncio.wait_for(replies[2], RECV_TIMEOUT)  # the flusher is not even running
     assert refused.value.details == {"retry_after_ms": 1000}
     async with small.running():
-        acks = [orjson.loads(await asyncio.wait_for(r, RECV_TIMEOUT)) for r in replies[:2]]
+        acks = [orjson.loads((await asyncio.wait_for(r, RECV_TIMEOUT)).text) for r in replies[:2]]
     assert [a["results"][0]["seq"] for a in acks] == [1, 2]
 
 

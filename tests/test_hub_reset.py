@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,9 +17,11 @@ import orjson
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection
 
+from gateway import frames
+from gateway.frames import Frame
 from gateway.hub import Hub
 from gateway.live import LiveMessage, Send, SessionFeed
-from gateway.protocol import encode_message_event
+from storage.messages import Message
 from tests.conftest import RunningGateway, receive, request, send
 
 
@@ -207,24 +210,24 @@ async def test_a_seq_jump_alone_makes_the_feed_read_the_gap_from_storage(
     sent: list[int] = []
     queued: list[Any] = []
 
-    def push(text: str) -> None:
-        sent.append(_seq(text))
+    def push(frame: Frame) -> None:
+        sent.append(_seq(frame))
 
     feed = SessionFeed(gateway.gateway.live, session_id, 9302, push, queued.append)
     feed.last_seq = 2
-    await feed.go_live(lambda text: _async_push(push, text), None)
+    await feed.go_live(lambda frame: _async_push(push, frame), None)
 
     def live(seq: int) -> LiveMessage:
-        message = {"id": str(uuid.uuid4()), "seq": seq, "content": f"m {seq - 1}"}
-        return LiveMessage(seq, 0, encode_message_event(session_id, 9302, message, edited=False))
+        row = _row(session_id, seq)
+        return LiveMessage(seq, 0, frames.message_event(row, 9302, edited=False))
 
     feed.on_messages([live(5)])
     assert sent == [] and len(queued) == 1  # held back; one catch-up queued
     catch_up: Any = queued.pop()
-    collected: list[str] = []
+    collected: list[Frame] = []
 
-    async def collect(text: str) -> None:
-        collected.append(text)
+    async def collect(frame: Frame) -> None:
+        collected.append(frame)
 
     send_fn: Send = collect
     await catch_up(send_fn)
@@ -234,13 +237,22 @@ async def test_a_seq_jump_alone_makes_the_feed_read_the_gap_from_storage(
     assert sent == [6]
 
 
-async def _async_push(push: Any, text: str) -> None:
-    push(text)
+async def _async_push(push: Any, frame: Frame) -> None:
+    push(frame)
 
 
-def _seq(frame: str) -> int:
-    seq: int = orjson.loads(frame)["message"]["seq"]
+def _seq(frame: Frame) -> int:
+    seq: int = orjson.loads(frame.text)["message"]["seq"]
     return seq
+
+
+def _row(session_id: str, seq: int) -> Message:
+    """A message as a live publication would carry it."""
+    now = datetime.now(UTC)
+    return Message(
+        session_id, str(uuid.uuid4()), seq, None, "user", f"m {seq - 1}", "text", "user_input",
+        None, now, None, {},
+    )
 
 
 async def test_durable_waiter_checks_postgresql_after_a_reset(

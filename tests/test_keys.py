@@ -122,7 +122,7 @@ async def test_ingest_and_settle_touch_exactly_the_keys_keys_names(
     assert channels() == {keys.user_channel(user), keys.session_channel(sid)}
     async with db.acquire() as conn:
         [read] = await port_messages(conn, redis, keys, user, PORT, 10)  # from the buffer only
-    assert (read["session_id"], read["content"]) == (sid, "v2")
+    assert (read.session_id, read.content) == (sid, "v2")
 
     writer = BatchWriter(db, redis, keys)
     await writer.ensure_group()

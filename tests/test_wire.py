@@ -1,8 +1,7 @@
-"""gateway/wire.py: the HTTP bodies encode to the JSON clients were sent before (orjson, `Z`).
+"""gateway/wire.py: the client-facing shapes encode to the JSON the contract gives them.
 
-Pure: Structs in, bytes out. The WebSocket path still shapes sessions and messages as dicts
-(`Session.to_json`, storage/messages.py) that orjson encodes, so these tests pin the HTTP
-bodies to those bytes: the two paths cannot drift apart while both exist.
+Pure: storage dataclasses in, bytes out. Sessions and messages are pinned field by field,
+since the HTTP bodies and the WebSocket frames (gateway/frames.py) both embed them.
 """
 
 from __future__ import annotations
@@ -67,34 +66,70 @@ def _row(**changes: Any) -> rows.BufferedRow:
     return rows.BufferedRow(**{**fields, **changes})
 
 
-def test_session_bytes_match_the_websocket_shape() -> None:
-    """A session encodes to the bytes its `to_json` dict did, nulls and all."""
+def _session_json(session: sessions.Session) -> dict[str, Any]:
+    """The contract's session object, written out field by field (docs/protocol.md)."""
+    return {
+        "id": str(session.id),
+        "port": session.port,
+        "ide_type": session.ide_type,
+        "title": session.title,
+        "status": session.status,
+        "pinned": session.pinned,
+        "message_count": session.message_count,
+        "last_message_at": _utc_text(session.last_message_at),
+        "created_at": _utc_text(session.created_at),
+        "updated_at": _utc_text(session.updated_at),
+    }
+
+
+def _utc_text(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def test_session_encodes_every_field_in_order_nulls_and_all() -> None:
+    """A session encodes to the contract's object, in order, with nulls kept and no user
+    id; asyncpg's uuid type encodes as text; microseconds are kept, whole seconds short."""
     for session in (
         _session(),
         _session(title="t\u00eftle", pinned=True, message_count=7, last_message_at=CREATED),
     ):
-        assert wire.encode(wire.session(session)) == _orjson(session.to_json())
+        encoded = wire.encode(wire.session(session))
+        assert encoded == orjson.dumps(_session_json(session))
+    assert b'"updated_at":"2026-01-02T03:04:05Z"' in wire.encode(wire.session(_session()))
 
 
-def test_message_bytes_match_the_websocket_shape() -> None:
-    """Messages encode to the bytes of storage/messages.py's dicts, edited or not."""
-    shaped = [
-        message_from_row(_row()),
-        message_from_row(
-            _row(
-                client_id="c-1",
-                edited_ms=1767323046000,
-                client_ts="2026-01-02T03:04:05+00:00",
-                metadata={},
-            )
-        ),
-    ]
-    for body, message in zip(wire.messages(shaped), shaped, strict=True):
-        assert wire.encode(body) == _orjson(message)
-    sid = str(uuid.uuid4())
-    port_shaped = [{"session_id": sid, **message} for message in shaped]
-    for port_body, port_message in zip(wire.port_messages(port_shaped), port_shaped, strict=True):
-        assert orjson.loads(wire.encode(port_body)) == orjson.loads(_orjson(port_message))
+def test_message_encodes_as_the_contract_says_edited_or_not() -> None:
+    """Messages encode to the contract's object (timestamps in UTC with `Z`, metadata as
+    sent, markup and line separators as plain JSON text); a port message adds its session."""
+    plain = message_from_row(_row())
+    edited = message_from_row(
+        _row(
+            client_id="c-1",
+            edited_ms=1767323046000,
+            client_ts="2026-01-02T03:04:05+00:00",
+            metadata={},
+        )
+    )
+    assert orjson.loads(wire.encode(wire.message(plain))) == {
+        "id": plain.id,
+        "seq": 3,
+        "client_id": None,
+        "role": "user",
+        "content": "caf\u00e9 \u2028 \x01 </script>",
+        "content_type": "markdown",
+        "source": "user_input",
+        "timestamp": None,
+        "created_at": "2026-01-02T03:04:05.678000Z",
+        "edited_at": None,
+        "metadata": {"a": [1, 2.5, None, True], "\u00fc": "x"},
+    }
+    shaped = orjson.loads(wire.encode(wire.port_message(edited)))
+    assert shaped["session_id"] == edited.session_id
+    assert shaped["client_id"] == "c-1"
+    assert shaped["timestamp"] == "2026-01-02T03:04:05Z"
+    assert shaped["edited_at"] == "2026-01-02T03:04:06Z"
+    assert shaped["metadata"] == {}
+    assert list(shaped)[:-1] == list(orjson.loads(wire.encode(wire.message(edited))))
 
 
 def test_pages_keep_null_and_nested_shapes() -> None:
@@ -114,7 +149,8 @@ def test_pages_keep_null_and_nested_shapes() -> None:
         ]
     }
     page = wire.SessionPage([wire.session(session)], None)
-    assert wire.encode(page) == _orjson({"sessions": [session.to_json()], "next_cursor": None})
+    expected = {"sessions": [_session_json(session)], "next_cursor": None}
+    assert wire.encode(page) == orjson.dumps(expected)
 
 
 def test_search_stats_and_error_bodies() -> None:
@@ -144,8 +180,13 @@ def test_search_stats_and_error_bodies() -> None:
 
 
 def test_bodies_are_closed_schemas() -> None:
-    """Every body's schema forbids unknown fields, so the fuzz test catches a stray one."""
+    """Every body's schema forbids unknown fields, so the fuzz test catches a stray one;
+    only the readiness checks stay open (a new check is an addition for monitoring)."""
     _, components = msgspec.json.schema_components(wire.BODIES)
-    objects = [schema for schema in components.values() if schema.get("type") == "object"]
-    assert objects
-    assert all(schema.get("additionalProperties") is False for schema in objects)
+    objects = {name: s for name, s in components.items() if s.get("type") == "object"}
+    assert {name for name, s in objects.items() if "additionalProperties" not in s} == {
+        "ReadyChecks"
+    }
+    assert all(
+        s["additionalProperties"] is False for name, s in objects.items() if name != "ReadyChecks"
+    )
