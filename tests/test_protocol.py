@@ -12,12 +12,26 @@ import pytest
 
 from gateway.errors import ErrorCode
 from gateway.protocol import (
+    CLIENT_FRAME_SCHEMA,
+    CLIENT_KINDS,
+    CONTENT_TYPES,
+    IDE_TYPE_PATTERN,
+    MAX_CLIENT_ID_CHARS,
+    MAX_PORT,
+    MAX_PORTS_PER_HELLO,
+    MAX_REF_CHARS,
+    MAX_SEQ,
+    MAX_TITLE_CHARS,
+    ROLES,
+    SOURCES,
     FrameError,
     Hello,
     Ingest,
     Limits,
     Ping,
     SessionNew,
+    Subscribe,
+    Unsubscribe,
     encode_error,
     ide_type_for_port,
     parse_frame,
@@ -87,7 +101,7 @@ def test_errors_carry_code_ref_and_field() -> None:
         "type": "error",
         "ref": "x",
         "code": "bad_request",
-        "message": "messages[1].content must be a string",
+        "message": "messages[1].content must be a non-empty string",
         "details": {"field": "messages[1].content"},
     }
 
@@ -288,8 +302,8 @@ BAD_FRAMES: list[tuple[str, Any, str, str]] = [
     ("missing port", {"type": "message", "content": "x"}, "bad_request", "port"),
     ("port as string", {**_GOOD, "port": "9222"}, "bad_request", "port"),
     ("port as bool", {**_GOOD, "port": True}, "bad_request", "port"),
-    ("port zero", {**_GOOD, "port": 0}, "bad_request", "outside"),
-    ("port too high", {**_GOOD, "port": 65536}, "bad_request", "outside"),
+    ("port zero", {**_GOOD, "port": 0}, "bad_request", "1 to 65535"),
+    ("port too high", {**_GOOD, "port": 65536}, "bad_request", "1 to 65535"),
     ("missing content", {"type": "message", "port": _PORT}, "bad_request", "content"),
     ("content not a string", {**_GOOD, "content": 5}, "bad_request", "content"),
     ("empty content", {**_GOOD, "content": ""}, "bad_request", "empty"),
@@ -377,3 +391,139 @@ def test_bad_frame_is_refused_with_its_code_message_and_ref(
     assert error["code"] == code
     assert word in error["message"]
     assert error["ref"] == ("bad-1" if isinstance(frame, dict) else None)
+
+
+# ---- the client frame schema (CLIENT_FRAME_SCHEMA) ---------------------------------------
+
+_UUID = "0190f5a2-3c4d-7e8f-9a0b-1c2d3e4f5a6b"
+# One valid frame of every type with every field it has, and extras (unknown fields are allowed).
+SAMPLE_FRAMES: list[tuple[dict[str, Any], type]] = [
+    ({"type": "message", "ref": "r" * MAX_REF_CHARS, "port": MAX_PORT, "content": "hi",
+      "id": "c" * MAX_CLIENT_ID_CHARS, "role": "assistant", "content_type": "markdown",
+      "source": "ide_extraction", "timestamp": "2026-01-31T12:00:00+01:00",
+      "metadata": {"model": "m", "n": [1, 2.5, None]}, "durable": True, "extra": [1]}, Ingest),
+    ({"type": "message", "port": 1, "content": "x"}, Ingest),
+    ({"type": "extracted", "ref": "e", "port": 9222, "ide_type": "x.y-z_1", "durable": False,
+      "messages": [{"content": "a", "id": "1", "role": "user", "content_type": "code",
+                    "source": "user_input", "timestamp": "0001-01-01T00:00:00Z",
+                    "metadata": {}, "extra": True}, {"content": "b"}]}, Ingest),
+    ({"type": "session.new", "port": 9222, "title": "t" * MAX_TITLE_CHARS}, SessionNew),
+    ({"type": "session.new", "port": 9222, "title": None}, SessionNew),
+    ({"type": "hello", "client": {"name": "ext", "version": "1"}, "kind": "ide",
+      "ports": list(range(9222, 9222 + MAX_PORTS_PER_HELLO))}, Hello),
+    ({"type": "hello", "client": "ext/1", "kind": "ui"}, Hello),
+    ({"type": "ping", "ref": None, "extra": {"k": "v"}}, Ping),
+    ({"type": "subscribe", "session_id": _UUID, "since_seq": MAX_SEQ}, Subscribe),
+    ({"type": "subscribe", "port": 9222, "since_seq": 0, "since_session_id": _UUID}, Subscribe),
+    ({"type": "subscribe", "sessions": True}, Subscribe),
+    ({"type": "unsubscribe", "port": 9222}, Unsubscribe),
+    ({"type": "unsubscribe", "session_id": _UUID}, Unsubscribe),
+]
+
+
+def _property(frame_type: str, name: str) -> dict[str, Any]:
+    """A field's schema in a frame type's Struct, without its `| None`."""
+    ref = CLIENT_FRAME_SCHEMA["discriminator"]["mapping"][frame_type]
+    struct = CLIENT_FRAME_SCHEMA["$defs"][ref.rsplit("/", 1)[1]]
+    node: dict[str, Any] = struct["properties"][name]
+    members = [m for m in node.get("anyOf", [node]) if m != {"type": "null"}]
+    return {**node, **members[0]} if len(members) == 1 else node
+
+
+@pytest.mark.parametrize(
+    ("frame", "command"), SAMPLE_FRAMES, ids=[f["type"] for f, _ in SAMPLE_FRAMES]
+)
+def test_sample_frames_are_valid_by_the_schema_and_parse(
+    frame: dict[str, Any], command: type
+) -> None:
+    """A valid frame of every type satisfies the published schema and parses into its command."""
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")  # comes with schemathesis (test extra)
+    validator = jsonschema_rs.validator_for(CLIENT_FRAME_SCHEMA)
+    assert validator.is_valid(frame), [e.message for e in validator.iter_errors(frame)]
+    assert isinstance(parse_frame(json.dumps(frame), LIMITS), command)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [{**MESSAGE, "port": 0}, {**MESSAGE, "ref": "r" * (MAX_REF_CHARS + 1)},
+     {**MESSAGE, "id": "c" * (MAX_CLIENT_ID_CHARS + 1)}, {**MESSAGE, "role": "robot"},
+     {**MESSAGE, "metadata": [1]}, {"type": "extracted", "port": 1, "messages": []},
+     {"type": "extracted", "port": 1, "ide_type": "cursor\n", "messages": [{"content": "a"}]},
+     {"type": "hello", "ports": [9222] * (MAX_PORTS_PER_HELLO + 1)},
+     {"type": "session.new", "port": 1, "title": "t" * (MAX_TITLE_CHARS + 1)},
+     {"type": "subscribe", "port": 1, "since_seq": MAX_SEQ + 1}, {"type": "explode"}],
+)  # fmt: skip
+def test_frames_out_of_bounds_are_invalid_by_the_schema_too(frame: dict[str, Any]) -> None:
+    """A frame the parser refuses for a declared bound is invalid by the schema as well."""
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    assert not jsonschema_rs.validator_for(CLIENT_FRAME_SCHEMA).is_valid(frame)
+    with pytest.raises(FrameError):
+        parse_frame(json.dumps(frame), LIMITS)
+
+
+def test_the_schema_bounds_are_the_constants() -> None:
+    """The bounds the schema publishes are the module's constants, field by field."""
+    frame_types = {"message", "extracted", "session.new", "hello", "ping", "subscribe",
+                   "unsubscribe"}  # fmt: skip
+    assert set(CLIENT_FRAME_SCHEMA["discriminator"]["mapping"]) == frame_types
+    for frame_type in frame_types:
+        assert _property(frame_type, "ref")["maxLength"] == MAX_REF_CHARS
+    for frame_type in ("message", "extracted", "session.new", "subscribe", "unsubscribe"):
+        port = _property(frame_type, "port")
+        assert (port["minimum"], port["maximum"]) == (1, MAX_PORT)
+    item = CLIENT_FRAME_SCHEMA["$defs"]["ExtractedItem"]["properties"]
+    for fields in (item, CLIENT_FRAME_SCHEMA["$defs"]["MessageFrame"]["properties"]):
+        [client_id, _] = fields["id"]["anyOf"]
+        assert (client_id["minLength"], client_id["maxLength"]) == (1, MAX_CLIENT_ID_CHARS)
+        assert set(fields["role"]["enum"]) == ROLES
+        assert set(fields["content_type"]["enum"]) == CONTENT_TYPES
+        assert set(fields["source"]["enum"]) == SOURCES
+        assert fields["content"]["minLength"] == 1
+    assert _property("extracted", "ide_type")["pattern"] == IDE_TYPE_PATTERN
+    assert _property("extracted", "messages")["minItems"] == 1
+    assert _property("session.new", "title")["maxLength"] == MAX_TITLE_CHARS
+    ports = _property("hello", "ports")
+    assert ports["maxItems"] == MAX_PORTS_PER_HELLO
+    assert (ports["items"]["minimum"], ports["items"]["maximum"]) == (1, MAX_PORT)
+    assert set(_property("hello", "kind")["enum"]) == CLIENT_KINDS
+    since_seq = _property("subscribe", "since_seq")
+    assert (since_seq["minimum"], since_seq["maximum"]) == (0, MAX_SEQ)
+    # Open objects: clients send extra fields and the gateway ignores them.
+    assert not any("additionalProperties" in d for d in CLIENT_FRAME_SCHEMA["$defs"].values())
+
+
+@pytest.mark.parametrize(
+    ("frame", "field", "path", "frame_type", "name"),
+    [
+        ({**MESSAGE, "port": 0}, "port", "port", "message", "port"),
+        ({"type": "extracted", "port": 1,
+          "messages": [{"content": "a"}] * 3 + [{"content": "a", "role": "robot"}]},
+         "messages[3].role", "messages[3].role", "message", "role"),
+        ({"type": "hello", "ports": [9222, 70000]}, "ports", "ports[1]", "hello", "ports"),
+        ({"type": "subscribe", "port": 1, "since_seq": -1}, "since_seq", "since_seq",
+         "subscribe", "since_seq"),
+        ({**MESSAGE, "timestamp": "yesterday"}, "timestamp", "timestamp", "message", "timestamp"),
+    ],
+)  # fmt: skip
+def test_error_messages_state_the_schema_description(
+    frame: dict[str, Any], field: str, path: str, frame_type: str, name: str
+) -> None:
+    """An error names the field and states its rule as the schema describes it."""
+    with pytest.raises(FrameError) as caught:
+        parse(frame)
+    rule = _property(frame_type, name)
+    if path == "ports[1]":
+        rule = rule["items"]
+    assert caught.value.message == f"{path} must be {rule['description']}"
+    assert caught.value.details == {"field": field}
+
+
+def test_documented_messages() -> None:
+    """The wording clients see for two common mistakes."""
+    with pytest.raises(FrameError) as role:
+        parse({"type": "extracted", "port": 1,
+               "messages": [{"content": "a"}] * 3 + [{"content": "a", "role": "robot"}]})
+    assert role.value.message == "messages[3].role must be one of assistant, system, tool, user"
+    with pytest.raises(FrameError) as port:
+        parse({**MESSAGE, "port": 65536})
+    assert port.value.message == "port must be an integer from 1 to 65535"
