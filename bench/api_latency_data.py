@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bench.harness import content_of_realistic_length
-from gateway.protocol import ide_type_for_port
+from gateway.wire import ide_type_for_port
 from storage.ids import new_id
 
 ME = "me"

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from gateway.protocol import MessageItem
+from gateway.ws.protocol import MessageItem
 from storage import migrate
 from storage.db import Connection
 from storage.dedup import content_hash, dedup_key

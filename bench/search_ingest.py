@@ -52,8 +52,8 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.harness import Timer, copy_in_batches, fresh_database, machine, make_items, servers
-from gateway.ingest import buffer_item
-from gateway.protocol import MessageItem
+from gateway.ws.ingest import buffer_item
+from gateway.ws.protocol import MessageItem
 from storage.buffer import IngestBuffer
 from storage.db import Connection, create_pool
 from storage.indexer import Indexer, IndexerConfig, catch_up

@@ -28,8 +28,8 @@ from bench.harness import (
     make_items,
     servers,
 )
-from gateway.ingest import buffer_item
-from gateway.protocol import MessageItem
+from gateway.ws.ingest import buffer_item
+from gateway.ws.protocol import MessageItem
 from storage.buffer import IngestBuffer
 from storage.db import create_pool
 from storage.keys import Keys

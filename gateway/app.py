@@ -22,23 +22,23 @@ from starlette.exceptions import HTTPException
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from gateway import api, openapi, search_api, ui_routes
 from gateway.auth import authenticate
-from gateway.connection import ConnectionParts, ConnectionRegistry, serve_connection
 from gateway.context import Gateway
-from gateway.durable import PersistWaiter
 from gateway.errors import CloseCode, GatewayError, Unauthorized
-from gateway.hub import Hub
-from gateway.ingest import Ingestor
+from gateway.http import api, openapi, search_api, ui_routes
 from gateway.lifecycle import SessionLifecycle
-from gateway.live import LiveContext
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics, Sources
 from gateway.persistence import running_persistence
-from gateway.presence import Presence
-from gateway.protocol import Limits
 from gateway.server import install_log_filters, tune_gc
 from gateway.settings import Settings
+from gateway.ws.connection import ConnectionParts, ConnectionRegistry, serve_connection
+from gateway.ws.durable import PersistWaiter
+from gateway.ws.hub import Hub
+from gateway.ws.ingest import Ingestor
+from gateway.ws.live import LiveContext
+from gateway.ws.presence import Presence
+from gateway.ws.protocol import Limits
 from storage.buffer import IngestBuffer
 from storage.db import create_pool
 from storage.keys import Keys

@@ -27,9 +27,9 @@ import prometheus_client
 import redis.asyncio as aioredis
 import uvicorn
 
+from gateway import VERSION
 from gateway.app import create_app
 from gateway.auth import issue_token, parse_duration
-from gateway.connection import VERSION
 from gateway.lifecycle import SessionLifecycle
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics

@@ -7,15 +7,15 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 
-from gateway.connection import ConnectionParts, ConnectionRegistry
-from gateway.hub import Hub
-from gateway.ingest import Ingestor
 from gateway.lifecycle import SessionLifecycle
-from gateway.live import LiveContext
 from gateway.metrics import Metrics
-from gateway.presence import Presence
-from gateway.protocol import Limits
 from gateway.settings import Settings
+from gateway.ws.connection import ConnectionParts, ConnectionRegistry
+from gateway.ws.hub import Hub
+from gateway.ws.ingest import Ingestor
+from gateway.ws.live import LiveContext
+from gateway.ws.presence import Presence
+from gateway.ws.protocol import Limits
 from storage.indexer import Indexer
 from storage.keys import Keys
 from storage.writer import BatchWriter

@@ -19,7 +19,7 @@ from datetime import datetime
 import asyncpg
 import redis.asyncio as aioredis
 
-from gateway.protocol import ide_type_for_port
+from gateway.wire import ide_type_for_port
 from storage import events as user_events
 from storage import sessions
 from storage.buffer import IngestBuffer

@@ -1,13 +1,13 @@
 """The HTTP API's response bodies, declared once as msgspec Structs.
 
 Each Struct is both the encoder of a body and, through `msgspec.json.schema_components`, its
-component in the OpenAPI document (gateway/openapi.py), so the document cannot drift from
+component in the OpenAPI document (gateway/http/openapi.py), so the document cannot drift from
 what the handlers send; tests/test_openapi.py holds both to the running app. Bounds are
 `msgspec.Meta` annotations: msgspec only checks them when decoding, so here they document
 what the handlers guarantee (and the fuzz test checks it).
 
 Storage returns its own dataclasses; the functions here shape them for clients, for the HTTP
-bodies here and for the WebSocket frames (gateway/frames.py embeds `Message` and `Session`).
+bodies here and for the WebSocket frames (gateway/ws/frames.py embeds `Message` and `Session`).
 Encoding is msgspec's:
 uuids (asyncpg's too) as their text, datetimes as RFC 3339 with `Z` for UTC, `None` as null:
 the same bytes orjson wrote before with `OPT_UTC_Z`. Every field is required, so null never
@@ -18,18 +18,49 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from gateway.errors import ErrorCode
-from gateway.protocol import CONTENT_TYPES, MAX_CLIENT_ID_CHARS, MAX_TITLE_CHARS, ROLES, SOURCES
 
 if TYPE_CHECKING:  # only converted from: this module needs no storage code to load
     from storage import messages, search, sessions, stats
 
+# ---- the vocabulary both directions and both paths share ---------------------------------
+
+Role = Literal["assistant", "system", "tool", "user"]
+ContentType = Literal["code", "json", "markdown", "text"]
+Source = Literal["ide_extraction", "user_input"]
+ClientKind = Literal["ide", "tool", "ui"]
+ROLES: frozenset[str] = frozenset(get_args(Role))
+CONTENT_TYPES: frozenset[str] = frozenset(get_args(ContentType))
+SOURCES: frozenset[str] = frozenset(get_args(Source))
+CLIENT_KINDS: frozenset[str] = frozenset(get_args(ClientKind))
+MAX_REF_CHARS = 64
+MAX_CLIENT_ID_CHARS = 128
+MAX_TITLE_CHARS = 200
 MAX_PORT = 65535
+MAX_SEQ = 2**63 - 1  # seq is a PostgreSQL bigint: a larger one cannot name a message
+
+# (first port, last port, IDE type): the debug-port ranges the IDE extensions use.
+IDE_PORT_RANGES = ((9222, 9231, "cursor"), (9232, 9241, "vscode"), (9242, 9251, "windsurf"))
+
+
+def ide_type_for_port(port: int) -> str:
+    """The IDE type a port implies when the client does not say."""
+    for first, last, name in IDE_PORT_RANGES:
+        if first <= port <= last:
+            return name
+    return "unknown"
+
+
+# ---- the shapes clients are sent ---------------------------------------------------------
+# Storage hands over plain `str` for these: the type stays str, the schema names the values.
+RoleText = Annotated[str, msgspec.Meta(extra_json_schema={"enum": sorted(ROLES)})]
+ContentTypeText = Annotated[str, msgspec.Meta(extra_json_schema={"enum": sorted(CONTENT_TYPES)})]
+SourceText = Annotated[str, msgspec.Meta(extra_json_schema={"enum": sorted(SOURCES)})]
 
 PortNumber = Annotated[int, msgspec.Meta(ge=1, le=MAX_PORT)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -38,7 +69,7 @@ Time = Annotated[datetime, msgspec.Meta(tz=True)]
 # Message and session ids that storage hands over as text.
 UuidText = Annotated[str, msgspec.Meta(extra_json_schema={"format": "uuid"})]
 IdeType = Annotated[str, msgspec.Meta(min_length=1)]
-Role = Annotated[str, msgspec.Meta(extra_json_schema={"enum": sorted(ROLES)})]
+SessionStatusName = Literal["active", "archived"]
 SessionStatus = Annotated[str, msgspec.Meta(extra_json_schema={"enum": ["active", "archived"]})]
 
 
@@ -87,10 +118,10 @@ class Message(_Body):
     id: Annotated[UuidText, msgspec.Meta(description="The server's id of the message (a UUIDv7).")]
     seq: Annotated[Seq, msgspec.Meta(description="Position in the session: 1, 2, …")]
     client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CLIENT_ID_CHARS)] | None
-    role: Role
+    role: RoleText
     content: str
-    content_type: Annotated[str, msgspec.Meta(extra_json_schema={"enum": sorted(CONTENT_TYPES)})]
-    source: Annotated[str, msgspec.Meta(extra_json_schema={"enum": sorted(SOURCES)})]
+    content_type: ContentTypeText
+    source: SourceText
     timestamp: Annotated[Time | None, msgspec.Meta(description="The client's timestamp, in UTC.")]
     created_at: Time
     edited_at: Time | None
@@ -138,7 +169,7 @@ class SearchResult(_Body):
     port: PortNumber
     seq: Seq
     message_id: uuid.UUID
-    role: Role
+    role: RoleText
     created_at: Time
     snippet: Annotated[str, msgspec.Meta(description="Plain text around the best matches.")]
     highlights: Annotated[
@@ -161,6 +192,44 @@ class SessionCounts(_Body):
 class Stats(_Body):
     sessions: SessionCounts
     messages: Count
+
+
+# ---- the bodies clients send (decoded by msgspec; each description is the field's rule,
+# gateway/validation.py) ----------------------------------------------------------------
+
+BodyPort = Annotated[
+    int, msgspec.Meta(ge=1, le=MAX_PORT, description=f"an integer from 1 to {MAX_PORT}")
+]
+BodyTitle = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=MAX_TITLE_CHARS,
+        pattern="^[^\\x00]*$",
+        description=f"a string of at most {MAX_TITLE_CHARS} characters, without NUL",
+    ),
+]
+
+
+class NewSession(_Body):
+    """A new active session for the port; the port's previous one is archived."""
+
+    port: BodyPort
+    title: BodyTitle | None = None
+
+
+class SessionChange(_Body):
+    """Any of: a new title (null clears it); pinned or not; `archived` (the port is left
+    without an active session) or `active` (this becomes the port's active session and
+    archives the one that was)."""
+
+    title: BodyTitle | UnsetType | None = UNSET
+    pinned: Annotated[bool, msgspec.Meta(description="true or false")] | UnsetType = UNSET
+    status: (
+        Annotated[SessionStatusName, msgspec.Meta(description="active or archived")] | UnsetType
+    ) = UNSET
+
+
+REQUESTS: tuple[type[msgspec.Struct], ...] = (NewSession, SessionChange)
 
 
 class Health(_Body):

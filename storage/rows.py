@@ -1,7 +1,7 @@
 """The buffered row: how one message sits in Redis between its ack and its commit.
 
 A row is a flat JSON object. The gateway encodes everything it knows before the ingest call
-(`encode`, the "row tail"); storage/ingest.lua completes it with what only the script knows
+(`encode`, the "row tail"); storage/lua/ingest.lua completes it with what only the script knows
 and writes it to the stream entry, the session's pending set (or pending-edits hash, for an
 edit) and the session channel. Every reader decodes it here: the writer into COPY records
 (`copy_record`, its hot path), everyone else into a `BufferedRow`.

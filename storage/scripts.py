@@ -1,4 +1,4 @@
-"""The Lua scripts shipped beside this package, read once by whoever registers them."""
+"""The Lua scripts shipped in storage/lua/, read once by whoever registers them."""
 
 from __future__ import annotations
 
@@ -6,5 +6,5 @@ from importlib import resources
 
 
 def lua(name: str) -> str:
-    """The source of `storage/<name>`."""
-    return resources.files("storage").joinpath(name).read_text()
+    """The source of `storage/lua/<name>`."""
+    return resources.files("storage").joinpath("lua", name).read_text()

@@ -19,8 +19,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.errors import Overloaded
-from gateway.protocol import Ingest, Limits, parse_frame
 from gateway.settings import Settings
+from gateway.ws.protocol import Ingest, Limits, parse_frame
 from storage.buffer import IngestBuffer
 from storage.embedded import embedded_redis
 from storage.writer import BatchWriter

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from gateway.connection import _teardown_step
+from gateway.ws.connection import _teardown_step
 from tests.conftest import RunningGateway, drained, receive, request
 
 
@@ -86,7 +86,7 @@ def test_a_failed_teardown_step_is_logged_and_teardown_goes_on(
     code after it runs; an expected failure (the client left) is not logged, and a
     cancellation is not swallowed."""
     steps: list[str] = []
-    with caplog.at_level(logging.WARNING, logger="gateway.connection"):
+    with caplog.at_level(logging.WARNING, logger="gateway.ws.connection"):
         with _teardown_step("marking the ports offline"):
             steps.append("first")
             raise RuntimeError("redis is gone")
@@ -96,7 +96,7 @@ def test_a_failed_teardown_step_is_logged_and_teardown_goes_on(
         with pytest.raises(asyncio.CancelledError), _teardown_step("stopping a task"):
             raise asyncio.CancelledError
     assert steps == ["first", "second"]
-    [record] = [r for r in caplog.records if r.name == "gateway.connection"]
+    [record] = [r for r in caplog.records if r.name == "gateway.ws.connection"]
     assert record.levelno == logging.WARNING
     assert record.getMessage() == "connection teardown: marking the ports offline failed"
     assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)

@@ -1,4 +1,4 @@
-"""gateway/frames.py: every server frame is a declared Struct, and docs/protocol.md lists them.
+"""gateway/ws/frames.py: every server frame is a declared Struct, and docs/protocol.md lists them.
 
 Pure: storage dataclasses in, frames out; each frame is decoded back strictly against the
 union of declared frames, so a frame that drifted from its declaration (a stray field, a
@@ -16,9 +16,9 @@ from typing import Any, get_args
 import msgspec
 import orjson
 
-from gateway import frames
 from gateway.errors import BadRequest, Overloaded
-from gateway.protocol import ByPort, BySession, Limits, SessionList
+from gateway.ws import frames
+from gateway.ws.protocol import ByPort, BySession, Limits, SessionList
 from storage import events
 from storage.messages import Message
 from storage.sessions import Session

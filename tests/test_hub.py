@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.hub import Hub
+from gateway.ws.hub import Hub
 
 
 async def _numsub(redis: aioredis.Redis, channel: str) -> int:

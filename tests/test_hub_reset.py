@@ -17,10 +17,10 @@ import orjson
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection
 
-from gateway import frames
-from gateway.frames import Frame
-from gateway.hub import Hub
-from gateway.live import LiveMessage, Send, SessionFeed
+from gateway.ws import frames
+from gateway.ws.frames import Frame
+from gateway.ws.hub import Hub
+from gateway.ws.live import LiveMessage, Send, SessionFeed
 from storage.messages import Message
 from tests.conftest import RunningGateway, receive, request, send
 

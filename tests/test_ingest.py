@@ -9,8 +9,8 @@ import asyncpg
 import httpx
 import orjson
 
-from gateway.ingest import buffer_item
-from gateway.protocol import Ingest, Limits, parse_frame
+from gateway.ws.ingest import buffer_item
+from gateway.ws.protocol import Ingest, Limits, parse_frame
 from storage.buffer import IngestBuffer
 from tests.conftest import RunningGateway, drained, receive, request, send
 

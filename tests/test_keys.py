@@ -10,9 +10,9 @@ from contextlib import asynccontextmanager
 import asyncpg
 import redis.asyncio as aioredis
 
-from gateway.ingest import buffer_item
-from gateway.presence import Presence
-from gateway.protocol import MessageItem
+from gateway.ws.ingest import buffer_item
+from gateway.ws.presence import Presence
+from gateway.ws.protocol import MessageItem
 from storage.buffer import IngestBuffer, Outcome
 from storage.dedup import content_hash, dedup_key
 from storage.keys import TEMPLATES, Keys, lua_prelude

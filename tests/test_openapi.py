@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from gateway.app import create_app
 from gateway.auth import issue_token
-from gateway.openapi import document
+from gateway.http.openapi import document
 from gateway.settings import Settings
 from storage.writer import BatchWriter
 from tests.conftest import RunningGateway, request, run_gateway
@@ -104,7 +104,7 @@ def test_document_is_valid_openapi() -> None:
 def test_every_served_operation_is_documented() -> None:
     """Every route the app serves is documented; only known pending ones are not served yet."""
     doc = document()
-    assert served() - set(documented(doc)) == set(), "document these in gateway/openapi.py"
+    assert served() - set(documented(doc)) == set(), "document these in gateway/http/openapi.py"
     assert set(documented(doc)) - served() <= NOT_YET_SERVED
 
 

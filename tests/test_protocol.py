@@ -11,19 +11,22 @@ import orjson
 import pytest
 
 from gateway.errors import ErrorCode
-from gateway.protocol import (
-    CLIENT_FRAME_SCHEMA,
+from gateway.settings import Settings
+from gateway.wire import (
     CLIENT_KINDS,
     CONTENT_TYPES,
-    IDE_TYPE_PATTERN,
     MAX_CLIENT_ID_CHARS,
     MAX_PORT,
-    MAX_PORTS_PER_HELLO,
     MAX_REF_CHARS,
     MAX_SEQ,
     MAX_TITLE_CHARS,
     ROLES,
     SOURCES,
+    ide_type_for_port,
+)
+from gateway.ws import frames
+from gateway.ws.client_frames import CLIENT_FRAME_SCHEMA, IDE_TYPE_PATTERN, MAX_PORTS_PER_HELLO
+from gateway.ws.protocol import (
     FrameError,
     Hello,
     Ingest,
@@ -32,11 +35,8 @@ from gateway.protocol import (
     SessionNew,
     Subscribe,
     Unsubscribe,
-    encode_error,
-    ide_type_for_port,
     parse_frame,
 )
-from gateway.settings import Settings
 from storage.dedup import content_hash, dedup_key
 
 LIMITS = Limits(
@@ -96,7 +96,7 @@ def test_errors_carry_code_ref_and_field() -> None:
         parse({"type": "extracted", "port": 1, "ref": "x", "messages": [{"content": "a"}, {}]})
     assert caught.value.ref == "x" and caught.value.code == ErrorCode.BAD_REQUEST
     assert caught.value.details == {"field": "messages[1].content"}
-    frame = orjson.loads(encode_error(caught.value, caught.value.ref))
+    frame = orjson.loads(frames.error(caught.value, caught.value.ref).text)
     assert frame == {
         "type": "error",
         "ref": "x",
@@ -386,7 +386,7 @@ def test_bad_frame_is_refused_with_its_code_message_and_ref(
     message naming the problem and the frame's ref (none when the frame is not JSON)."""
     with pytest.raises(FrameError) as caught:
         parse_frame(frame_text(frame), GATEWAY_LIMITS)
-    error = orjson.loads(encode_error(caught.value, caught.value.ref))
+    error = orjson.loads(frames.error(caught.value, caught.value.ref).text)
     assert error["type"] == "error"
     assert error["code"] == code
     assert word in error["message"]

@@ -26,9 +26,9 @@ from playwright.async_api import (
 )
 
 from gateway.auth import issue_token
-from gateway.protocol import IDE_PORT_RANGES, ide_type_for_port
+from gateway.http.ui_routes import UI_DIR
 from gateway.settings import Settings
-from gateway.ui_routes import UI_DIR
+from gateway.wire import IDE_PORT_RANGES, ide_type_for_port
 from tests.conftest import ROOT, RunningGateway, request, run_gateway, searchable
 from tests.test_hub_reset import kill_pubsub_clients
 
@@ -450,7 +450,7 @@ async def test_token_in_the_page_url_authorizes_the_tab(tabs: Tabs, settings: Se
 async def test_ui_takes_the_ide_port_ranges_from_the_protocol(
     tabs: Tabs, gateway: RunningGateway
 ) -> None:
-    """The page imports gateway/protocol.py's IDE port ranges and names a port's IDE by them."""
+    """The page imports gateway/ws/protocol.py's IDE port ranges and names a port's IDE by them."""
     async with gateway.connect() as ide:
         await ide_message(ide, 9222, "here")
         page = await tabs.open(9222)

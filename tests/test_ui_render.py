@@ -1,4 +1,4 @@
-"""The web UI's content renderer (gateway/ui/render.js) on its own, and its safety rules.
+"""The web UI's content renderer (gateway/http/ui/render.js) on its own, and its safety rules.
 
 The renderer runs in Chromium on a page Playwright serves from the files themselves: no
 gateway, no network. The source checks need no browser at all.
@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.async_api import Page, Route
 
-from gateway.ui_routes import UI_DIR
+from gateway.http.ui_routes import UI_DIR
 from tests.test_ui import launch_chromium, needs_chromium
 
 ORIGIN = "http://render.test"

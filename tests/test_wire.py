@@ -1,7 +1,7 @@
 """gateway/wire.py: the client-facing shapes encode to the JSON the contract gives them.
 
 Pure: storage dataclasses in, bytes out. Sessions and messages are pinned field by field,
-since the HTTP bodies and the WebSocket frames (gateway/frames.py) both embed them.
+since the HTTP bodies and the WebSocket frames (gateway/ws/frames.py) both embed them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ WHOLE_SECOND = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def _orjson(value: Any) -> bytes:
-    """How gateway/api.py encoded every body before gateway/wire.py."""
+    """How gateway/http/api.py encoded every body before gateway/wire.py."""
     return orjson.dumps(value, default=str, option=orjson.OPT_UTC_Z)
 
 

@@ -32,11 +32,9 @@ from websockets.protocol import State
 
 from gateway.auth import issue_token
 from gateway.errors import ErrorCode
-from gateway.protocol import (
-    CLIENT_KINDS,
-    CONTENT_TYPES,
-    ROLES,
-    SOURCES,
+from gateway.settings import Settings
+from gateway.wire import CLIENT_KINDS, CONTENT_TYPES, ROLES, SOURCES
+from gateway.ws.protocol import (
     BySession,
     FrameError,
     Hello,
@@ -46,7 +44,6 @@ from gateway.protocol import (
     Subscribe,
     parse_frame,
 )
-from gateway.settings import Settings
 from tests.conftest import RECV_TIMEOUT, RunningGateway, drained, receive, run_gateway
 
 # Failing examples hold huge strings: print them anyway (the suite turns warnings to errors).

@@ -14,10 +14,10 @@ one in between does both, and the seq check drops the second copy. Edits carry t
 (`edited_at` in ms) so an edit is sent unless the client already got that version.
 
 Feeds never block the hub: they push frames into the connection without waiting, and a
-connection that cannot take more is closed with 1013 (see `gateway/connection.py`).
+connection that cannot take more is closed with 1013 (see `gateway/ws/connection.py`).
 
 **Recovery.** Pub/sub may lose publications (the hub's connection was reset: see
-`gateway/hub.py`). A session feed that may have missed something goes back to step 2 from the
+`gateway/ws/hub.py`). A session feed that may have missed something goes back to step 2 from the
 last seq it sent, in order after whatever the connection has queued: after every hub reset,
 and whenever a message arrives whose seq is not the next one (seqs are dense per session, and
 the ingest script publishes them in order, so a jump means a loss). Feeds without seqs (the
@@ -36,11 +36,11 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from gateway import frames
 from gateway.errors import NotFound
-from gateway.frames import Frame
-from gateway.hub import Hub
-from gateway.protocol import ByPort, BySession, SessionList, Target
+from gateway.ws import frames
+from gateway.ws.frames import Frame
+from gateway.ws.hub import Hub
+from gateway.ws.protocol import ByPort, BySession, SessionList, Target
 from storage import events, rows, sessions
 from storage.keys import Keys
 from storage.messages import last_seq, message_from_row, session_messages

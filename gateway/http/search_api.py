@@ -17,8 +17,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import wire
-from gateway.api import WireResponse, _gateway, _int_param, _user
 from gateway.errors import BadRequest
+from gateway.http.api import WireResponse, _gateway, _int_param, _user
 from storage.search import search as search_messages
 
 MAX_QUERY_CHARS = 1000

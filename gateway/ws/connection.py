@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -24,11 +23,12 @@ from typing import TYPE_CHECKING, Any, assert_never
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway import frames
+from gateway import VERSION
 from gateway.errors import BadRequest, CloseCode, GatewayError, Internal
-from gateway.frames import Frame
-from gateway.live import Send, Subscriptions
-from gateway.protocol import (
+from gateway.ws import frames
+from gateway.ws.frames import Frame
+from gateway.ws.live import Send, Subscriptions
+from gateway.ws.protocol import (
     Command,
     FrameError,
     Hello,
@@ -41,12 +41,12 @@ from gateway.protocol import (
 )
 
 if TYPE_CHECKING:
-    from gateway.ingest import Ingestor
     from gateway.lifecycle import SessionLifecycle
-    from gateway.live import LiveContext
     from gateway.metrics import Metrics
-    from gateway.presence import Presence
-    from gateway.protocol import Limits
+    from gateway.ws.ingest import Ingestor
+    from gateway.ws.live import LiveContext
+    from gateway.ws.presence import Presence
+    from gateway.ws.protocol import Limits
 
 _COMMAND_TYPES: dict[type, str] = {
     Hello: "hello",
@@ -58,10 +58,6 @@ _COMMAND_TYPES: dict[type, str] = {
 }
 
 log = logging.getLogger(__name__)
-
-# The installed distribution's version (pyproject.toml), shown in `welcome`, --version and
-# the OpenAPI document: one place to bump it.
-VERSION = importlib.metadata.version("chat-gateway")
 
 # A teardown step failing this way only means the client already left: nothing to report.
 # OSError covers the server's "client disconnected" (uvicorn raises a subclass of it).

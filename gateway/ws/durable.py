@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.hub import Hub
+from gateway.ws.hub import Hub
 from storage.outages import is_outage
 
 log = logging.getLogger(__name__)

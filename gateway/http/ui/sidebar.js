@@ -7,7 +7,7 @@
 // so this module never imports the conversation (which imports it).
 
 import { api } from "./connection.js";
-import { IDE_PORT_RANGES } from "./ide-ports.js"; // served from gateway/protocol.py
+import { IDE_PORT_RANGES } from "./ide-ports.js"; // served from gateway/ws/protocol.py
 import { h } from "./render.js";
 import { dom, hideNotice, showNotice, state } from "./state.js";
 

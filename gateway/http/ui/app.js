@@ -4,7 +4,7 @@
 //   state.js         the shared state object, the page's elements, the notice
 //   render.js        message content to DOM nodes, never through HTML
 //   connection.js    the token, HTTP `api()`, the WebSocket (`live`, from live.js), its indicator
-//   sidebar.js       ports and their sessions (ide-ports.js, generated from gateway/protocol.py)
+//   sidebar.js       ports and their sessions (ide-ports.js, generated from gateway/ws/protocol.py)
 //   composer.js      typing, sending, the frames not acked yet
 //   conversation.js  the message view: what is selected, its subscription, paging, following
 //   search.js        search and opening a match

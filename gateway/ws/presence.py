@@ -1,6 +1,6 @@
 """Presence: a port is online while an `ide` connection that said `hello` with it is open.
 
-State lives in Redis (see `storage/presence.lua`) so every gateway process sees the same
+State lives in Redis (see `storage/lua/presence.lua`) so every gateway process sees the same
 answer. Each process re-announces its own connections every `heartbeat_s`, and each entry
 expires `ttl_s` after its last announcement, so the ports of a process that died without
 saying goodbye go offline within `ttl_s + heartbeat_s` (the sweep announces it). A clean or

@@ -26,9 +26,10 @@ from gateway import wire
 from gateway.auth import authenticate
 from gateway.context import Gateway
 from gateway.errors import BadRequest, ErrorCode, GatewayError, NotFound
-from gateway.ingest import session_id_or_none
-from gateway.protocol import MAX_SEQ as MAX_SEQ  # re-exported: gateway/openapi.py uses it
-from gateway.protocol import MAX_TITLE_CHARS
+from gateway.validation import Rules, convert
+from gateway.wire import MAX_SEQ as MAX_SEQ  # re-exported: gateway/http/openapi.py uses it
+from gateway.wire import MAX_TITLE_CHARS
+from gateway.ws.ingest import session_id_or_none
 from storage import sessions, stats
 from storage.messages import port_messages, session_messages
 
@@ -239,13 +240,8 @@ async def create_session(request: Request) -> Response:
     """A new active session for the port; the port's previous one is archived (rotation)."""
     gateway = _gateway(request)
     user_id = _user(request)
-    body = await _json_object(request)
-    _only(body, {"port", "title"})
-    port = body.get("port")
-    if type(port) is not int or not 1 <= port <= 65535:
-        raise BadRequest("port must be an integer from 1 to 65535")
-    title = _title(body)
-    _, session = await gateway.lifecycle.rotate(user_id, port, title)
+    body = convert(await _json_object(request), wire.NewSession, _NEW_SESSION)
+    _, session = await gateway.lifecycle.rotate(user_id, body.port, body.title)
     return WireResponse(wire.session(session), status_code=201)
 
 
@@ -265,19 +261,12 @@ async def patch_session(request: Request) -> Response:
     gateway = _gateway(request)
     user_id = _user(request)
     session_id = _session_id(request)
-    body = await _json_object(request)
-    _only(body, {"title", "pinned", "status"})
-    pinned = body.get("pinned")
-    if "pinned" in body and not isinstance(pinned, bool):
-        raise BadRequest("pinned must be true or false")
-    status = body.get("status")
-    if "status" in body and status not in ("active", "archived"):
-        raise BadRequest("status must be active or archived")
+    body = convert(await _json_object(request), wire.SessionChange, _SESSION_CHANGE)
     change = sessions.Change(
-        title=_title(body),
-        clear_title="title" in body and body["title"] is None,
-        pinned=pinned,
-        status=status,
+        title=body.title if isinstance(body.title, str) else None,
+        clear_title=body.title is None,
+        pinned=None if isinstance(body.pinned, UnsetType) else body.pinned,
+        status=None if isinstance(body.status, UnsetType) else body.status,
     )
     session = await gateway.lifecycle.change(user_id, session_id, change)
     if session is None:
@@ -300,6 +289,11 @@ def _session_id(request: Request) -> uuid.UUID:
     return session_id
 
 
+# The request bodies' rules (gateway/validation.py): one table per body.
+_NEW_SESSION = Rules.of(wire.NewSession)
+_SESSION_CHANGE = Rules.of(wire.SessionChange)
+
+
 async def _json_object(request: Request) -> dict[str, Any]:
     try:
         body = orjson.loads(await request.body())
@@ -308,21 +302,6 @@ async def _json_object(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
-
-
-def _only(body: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
-
-
-def _title(body: dict[str, Any]) -> str | None:
-    title = body.get("title")
-    if title is not None and (
-        not isinstance(title, str) or len(title) > MAX_TITLE_CHARS or "\0" in title
-    ):
-        raise BadRequest(f"title must be a string of at most {MAX_TITLE_CHARS} characters")
-    return title
 
 
 async def get_stats(request: Request) -> Response:

@@ -7,7 +7,7 @@ the same frame text goes into each connection's outbox.
 
 `listen` returns only after Redis confirmed the subscription: a caller that then reads
 storage can rely on every later publication reaching it (the catch-up-then-live handshake in
-`gateway/live.py` depends on that).
+`gateway/ws/live.py` depends on that).
 
 **Resets.** Redis pub/sub is fire-and-forget: while the connection is down (a Redis restart
 or failover, `CLIENT KILL`, Redis cutting a hub that fell behind its output-buffer limit),

@@ -23,9 +23,8 @@ from msgspec import UNSET, UnsetType
 
 from gateway import wire
 from gateway.errors import ErrorCode, GatewayError
-from gateway.protocol import (
-    MAX_CLIENT_ID_CHARS,
-    MAX_REF_CHARS,
+from gateway.wire import MAX_CLIENT_ID_CHARS, MAX_REF_CHARS
+from gateway.ws.protocol import (
     ByPort,
     BySession,
     Limits,

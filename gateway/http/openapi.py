@@ -23,13 +23,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway import wire
-from gateway.api import MAX_PAGE, MAX_SEQ
-from gateway.connection import VERSION
-from gateway.protocol import MAX_TITLE_CHARS
-from gateway.search_api import DEFAULT_RESULTS as DEFAULT_SEARCH_RESULTS
-from gateway.search_api import MAX_QUERY_CHARS as MAX_SEARCH_QUERY_CHARS
-from gateway.search_api import MAX_SEARCH_RESULTS
+from gateway import VERSION, wire
+from gateway.http.api import MAX_PAGE, MAX_SEQ
+from gateway.http.search_api import DEFAULT_RESULTS as DEFAULT_SEARCH_RESULTS
+from gateway.http.search_api import MAX_QUERY_CHARS as MAX_SEARCH_QUERY_CHARS
+from gateway.http.search_api import MAX_SEARCH_RESULTS
+from gateway.wire import MAX_TITLE_CHARS
 
 JSON = "application/json"
 MAX_PORT = wire.MAX_PORT
@@ -43,25 +42,6 @@ Schema = dict[str, Any]
 
 def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(schema: Schema) -> Schema:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-def _object(
-    properties: dict[str, Schema], *, closed: bool = True, optional: tuple[str, ...] = ()
-) -> Schema:
-    """An object with these properties, all required but `optional`; `closed` forbids others
-    (only where the handler's output is known field by field)."""
-    schema: Schema = {
-        "type": "object",
-        "properties": properties,
-        "required": [name for name in properties if name not in optional],
-    }
-    if closed:
-        schema["additionalProperties"] = False
-    return schema
 
 
 def _json_body(schema: Schema, description: str) -> dict[str, Any]:
@@ -87,34 +67,19 @@ def _page_limit(maximum: int, default: int | None) -> Schema:
 
 PORT: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_PORT}
 UUID: Schema = {"type": "string", "format": "uuid"}
-TITLE: Schema = {"type": "string", "maxLength": MAX_TITLE_CHARS, "pattern": "^[^\\x00]*$"}
 
 
 def _generated() -> dict[str, Schema]:
-    """The response bodies' components, from gateway/wire.py's Structs (and what they nest)."""
+    """The bodies' components, from gateway/wire.py's Structs (and what they nest)."""
     _, components = msgspec.json.schema_components(
-        wire.BODIES, ref_template="#/components/schemas/{name}"
+        wire.BODIES + wire.REQUESTS, ref_template="#/components/schemas/{name}"
     )
     return components
 
 
-# The response bodies come from their Structs; written here are only the request bodies
-# (the handlers validate those by hand).
+# Every body comes from its Struct: the request bodies are decoded by theirs too.
 SCHEMAS: dict[str, Schema] = {
     **_generated(),
-    "NewSession": _object({"port": PORT, "title": _nullable(TITLE)}, optional=("title",)),
-    "SessionChange": _object(
-        {
-            "title": {**_nullable(TITLE), "description": "null clears the title."},
-            "pinned": {"type": "boolean"},
-            "status": {
-                "enum": ["active", "archived"],
-                "description": "`archived` leaves the port without an active session; `active`"
-                " makes this the port's active session and archives the one that was.",
-            },
-        },
-        optional=("title", "pinned", "status"),
-    ),
 }
 
 

@@ -18,11 +18,12 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from gateway import frames
-from gateway.durable import PersistWaiter
 from gateway.errors import Overloaded
-from gateway.frames import Frame, ItemResult
-from gateway.protocol import Ingest, MessageItem, ide_type_for_port
+from gateway.wire import ide_type_for_port
+from gateway.ws import frames
+from gateway.ws.durable import PersistWaiter
+from gateway.ws.frames import Frame, ItemResult
+from gateway.ws.protocol import Ingest, MessageItem
 from storage import rows
 from storage.buffer import BufferFull, BufferItem, BufferUnavailable, IngestBuffer, Outcome
 from storage.ids import new_id
