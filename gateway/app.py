@@ -19,16 +19,19 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from gateway.auth import authenticate
 from gateway.context import Gateway
 from gateway.errors import CloseCode, GatewayError, Unauthorized
+from gateway.guard import Allowed, Guard
 from gateway.http import api, openapi, search_api, ui_routes
 from gateway.lifecycle import SessionLifecycle
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics, Sources
+from gateway.metrics_listener import metrics_listener, parse_address
 from gateway.persistence import running_persistence
 from gateway.server import install_log_filters, tune_gc
 from gateway.settings import Settings
@@ -48,13 +51,24 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> Starlette:
     """The gateway app for these settings; nothing connects until the lifespan starts."""
+    allowed = Allowed.for_address(settings.host, settings.allowed_hosts, settings.allowed_origins)
+    metrics_at = parse_address(settings.metrics_address)
+    if metrics_at is not None and settings.workers > 1:
+        raise ValueError(
+            "GATEWAY_METRICS_ADDRESS serves one process's metrics: use --workers 1 with it,"
+            " or leave it empty"
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         install_log_filters()
         tune_gc(settings.gc_full_collection_threshold)
-        async with open_gateway(settings) as gateway:
+        async with open_gateway(settings) as gateway, contextlib.AsyncExitStack() as stack:
             app.state.gateway = gateway
+            if metrics_at is not None:
+                app.state.metrics_port = await stack.enter_async_context(
+                    metrics_listener(metrics_at, gateway.metrics.render)
+                )
             yield
 
     return Starlette(
@@ -66,6 +80,7 @@ def create_app(settings: Settings) -> Starlette:
             *ui_routes.routes,
         ],
         lifespan=lifespan,
+        middleware=[Middleware(Guard, allowed=allowed)],
         exception_handlers={
             GatewayError: api.gateway_error,
             HTTPException: api.http_error,

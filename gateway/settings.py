@@ -37,6 +37,14 @@ class Settings:
     local_user: str = "me"
     host: str = "127.0.0.1"
     port: int = 8000
+    # Host header names requests may carry, comma-separated (`*`: any), against DNS
+    # rebinding. Empty: the names of `host` (localhost, 127.0.0.1 and [::1] for loopback;
+    # any for 0.0.0.0 or ::). See gateway/guard.py.
+    allowed_hosts: str = ""
+    # Origins besides the gateway's own whose pages may use it (WebSocket and HTTP),
+    # comma-separated `scheme://host[:port]` (`*`: any). Empty: only the gateway's own
+    # origin; requests without an Origin (IDE extensions, scripts) are never refused for it.
+    allowed_origins: str = ""
     workers: int = 1
     # Run the batch writer inside `serve`. False: only the gateway (run `chat-gateway writer`).
     run_writer: bool = True
@@ -91,6 +99,10 @@ class Settings:
     # PostgreSQL on the session's next message.
     session_state_ttl_s: int = 7 * 24 * 3600
     database_pool_size: int = 10
+    # Where /metrics is served: empty, on the public listener; `host:port`, on that address
+    # only (one worker; the public /metrics is then 404); `off`, nowhere. See
+    # gateway/metrics_listener.py.
+    metrics_address: str = ""
     # Queries slower than this are counted in /metrics and logged.
     slow_query_s: float = 0.5
     # /readyz answers 503 when the oldest unwritten ingest entry is older than this.

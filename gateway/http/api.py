@@ -140,8 +140,11 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition of this process's metrics."""
+    """Prometheus exposition of this process's metrics, unless they are served elsewhere or
+    nowhere (GATEWAY_METRICS_ADDRESS)."""
     gateway = _gateway(request)
+    if gateway.settings.metrics_address:
+        raise NotFound("metrics are not served on this listener")
     body, content_type = await gateway.metrics.render()
     return Response(body, media_type=content_type)
 
