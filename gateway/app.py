@@ -23,7 +23,7 @@ from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from gateway.auth import authenticate
+from gateway.auth import TokenVerifier, authenticate
 from gateway.context import Gateway
 from gateway.errors import CloseCode, GatewayError, Unauthorized
 from gateway.guard import Allowed, Guard
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> Starlette:
     """The gateway app for these settings; nothing connects until the lifespan starts."""
     allowed = Allowed.for_address(settings.host, settings.allowed_hosts, settings.allowed_origins)
+    verifier = TokenVerifier.from_settings(settings)  # a bad public key fails here, at once
     metrics_at = parse_address(settings.metrics_address)
     if metrics_at is not None and settings.workers > 1:
         raise ValueError(
@@ -65,6 +66,7 @@ def create_app(settings: Settings) -> Starlette:
         tune_gc(settings.gc_full_collection_threshold)
         async with open_gateway(settings) as gateway, contextlib.AsyncExitStack() as stack:
             app.state.gateway = gateway
+            app.state.verifier = verifier
             if metrics_at is not None:
                 app.state.metrics_port = await stack.enter_async_context(
                     metrics_listener(metrics_at, gateway.metrics.render)
@@ -199,8 +201,9 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
 async def websocket_endpoint(websocket: WebSocket) -> None:
     gateway: Gateway = websocket.app.state.gateway
     try:
-        user_id = authenticate(
+        user_id = await authenticate(
             gateway.settings,
+            websocket.app.state.verifier,
             websocket.headers.get("authorization"),
             websocket.query_params.get("token"),
         )

@@ -1,19 +1,30 @@
-"""Signed bearer tokens: `<payload>.<signature>`, both base64url, HMAC-SHA256 over the payload.
+"""Who a request is: standard JWTs in token mode, the local user in local mode.
 
-The payload is `{"u": user_id, "exp": unix_seconds}`. No token store: anyone holding the
-secret can mint tokens (`chat-gateway token --user U`), and a token is valid until it expires.
-Without a secret the gateway is in local single-user mode and no token is needed.
+Token mode has three sources of trust, one at a time:
+
+* `GATEWAY_AUTH_SECRET`: HS256 tokens signed with the shared secret (`chat-gateway token`
+  mints them: anyone holding the secret can);
+* `GATEWAY_AUTH_PUBLIC_KEY`: RS256 or ES256 tokens from an identity service, checked with
+  its PEM public key (the text, or a path to a file holding it);
+* `GATEWAY_AUTH_JWKS_URL`: the same, the key picked by the token's `kid` from the service's
+  JWKS document (fetched off the event loop, cached for five minutes).
+
+Claims: `sub` is the user id, `exp` is required; `aud` and `iss` are checked when
+`GATEWAY_AUTH_AUDIENCE` / `GATEWAY_AUTH_ISSUER` are set. PyJWT does the checking: the
+algorithm list is pinned per mode, so a token cannot pick `none` or turn the public key
+into an HMAC secret. Without any of the three the gateway is in local single-user mode.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
+import asyncio
 import re
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import orjson
+import jwt
 
 from gateway.errors import Unauthorized
 from gateway.settings import Settings
@@ -21,6 +32,12 @@ from gateway.settings import Settings
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_USER_CHARS = 128
+SECRET_ALGORITHMS = ("HS256",)
+KEY_ALGORITHMS = ("RS256", "ES256")
+_JWKS_CACHE_S = 300
+# RFC 7518 3.2: an HS256 key of fewer than 256 bits can be brute-forced offline from any
+# one token, so a shorter secret is refused rather than warned about.
+MIN_SECRET_BYTES = 32
 
 
 def parse_duration(text: str) -> int:
@@ -31,32 +48,122 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
-def issue_token(secret: str, user_id: str, ttl_s: int, *, now: float | None = None) -> str:
+def issue_token(
+    secret: str,
+    user_id: str,
+    ttl_s: int,
+    *,
+    now: float | None = None,
+    audience: str = "",
+    issuer: str = "",
+) -> str:
+    """An HS256 token for `user_id`, valid `ttl_s` seconds (`aud`/`iss` when given)."""
+    check_secret(secret)
+    if ttl_s <= 0:
+        raise ValueError("the lifetime must be more than 0 seconds")
     if not user_id or len(user_id) > MAX_USER_CHARS:
         raise ValueError(f"user id must be 1 to {MAX_USER_CHARS} characters")
-    issued = time.time() if now is None else now
-    payload = _b64(orjson.dumps({"u": user_id, "exp": int(issued + ttl_s)}))
-    return f"{payload}.{_sign(secret, payload)}"
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {"sub": user_id, "iat": issued, "exp": issued + ttl_s}
+    if audience:
+        claims["aud"] = audience
+    if issuer:
+        claims["iss"] = issuer
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+@dataclass(frozen=True)
+class TokenVerifier:
+    """Checks tokens against the configured source of trust (see the module docstring)."""
+
+    key: Any  # the HMAC secret, or a public key object; None with a JWKS client
+    algorithms: tuple[str, ...]
+    jwks: jwt.PyJWKClient | None = None
+    audience: str = ""
+    issuer: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenVerifier | None:
+        """The verifier token mode uses; None in local mode. A public key that cannot be
+        read is a ValueError naming GATEWAY_AUTH_PUBLIC_KEY."""
+        aud, iss = settings.auth_audience, settings.auth_issuer
+        if settings.auth_secret:
+            check_secret(settings.auth_secret)
+            return cls(settings.auth_secret, SECRET_ALGORITHMS, audience=aud, issuer=iss)
+        if settings.auth_public_key:
+            key = _public_key(settings.auth_public_key)
+            return cls(key, KEY_ALGORITHMS, audience=aud, issuer=iss)
+        if settings.auth_jwks_url:
+            client = jwt.PyJWKClient(settings.auth_jwks_url, lifespan=_JWKS_CACHE_S, timeout=5)
+            return cls(None, KEY_ALGORITHMS, jwks=client, audience=aud, issuer=iss)
+        return None
+
+    async def user_of(self, token: str, *, now: float | None = None) -> str:
+        """The token's user id, or `Unauthorized` saying what is wrong with it."""
+        key = self.key
+        if self.jwks is not None:
+            try:
+                # urllib underneath: off the event loop (a cache hit costs a thread hop).
+                found = await asyncio.to_thread(self.jwks.get_signing_key_from_jwt, token)
+            except jwt.PyJWKClientConnectionError as exc:
+                raise Unauthorized(f"the token's signing keys could not be fetched: {exc}") from exc
+            except (jwt.PyJWKClientError, jwt.DecodeError) as exc:
+                raise Unauthorized(f"invalid token: {exc}") from None
+            key = found.key
+        return self.check(token, key, now=now)
+
+    def check(self, token: str, key: Any, *, now: float | None = None) -> str:
+        """The user id of `token` checked with `key`. `now` (tests) replaces the clock for
+        `exp`, which PyJWT otherwise checks against the current time."""
+        options: dict[str, Any] = {
+            "require": ["exp", "sub"],
+            "verify_aud": bool(self.audience),
+            "verify_exp": now is None,
+        }
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=list(self.algorithms),
+                audience=self.audience or None,
+                issuer=self.issuer or None,
+                options=options,  # type: ignore[arg-type]  # PyJWT types options as a TypedDict
+            )
+            if now is not None and not (isinstance(claims["exp"], int) and now < claims["exp"]):
+                raise jwt.ExpiredSignatureError
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("token expired") from None
+        except jwt.InvalidSignatureError:
+            raise Unauthorized("invalid token signature") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthorized("the token is not for this gateway (aud)") from None
+        except jwt.InvalidIssuerError:
+            raise Unauthorized("the token is from another issuer (iss)") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthorized(f"the token has no {exc.claim!r} claim") from None
+        except jwt.InvalidTokenError:
+            raise Unauthorized("malformed token") from None
+        user_id = claims["sub"]
+        if not isinstance(user_id, str) or not 1 <= len(user_id) <= MAX_USER_CHARS:
+            raise Unauthorized(
+                f"the token's sub must be a user id of 1 to {MAX_USER_CHARS} characters"
+            )
+        return user_id
+
+
+def check_secret(secret: str) -> None:
+    """Refuse an HS256 secret too short to resist guessing, naming the setting."""
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"GATEWAY_AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes for HS256"
+            f" (it has {len(secret.encode())}); make one with"
+            " python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
 
 
 def verify_token(secret: str, token: str, *, now: float | None = None) -> str:
-    """The token's user id, or `Unauthorized` saying what is wrong with it."""
-    payload, _, signature = token.partition(".")
-    if not payload or not signature:
-        raise Unauthorized("malformed token")
-    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
-    if not hmac.compare_digest(signature.encode(), _sign(secret, payload).encode()):
-        raise Unauthorized("invalid token signature")
-    try:
-        claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        user_id, expires = claims["u"], claims["exp"]
-    except (ValueError, KeyError, TypeError):
-        raise Unauthorized("malformed token") from None
-    if not isinstance(user_id, str) or not isinstance(expires, int):
-        raise Unauthorized("malformed token")
-    if (time.time() if now is None else now) >= expires:
-        raise Unauthorized("token expired")
-    return user_id
+    """An HS256 token's user id under `secret` (what `chat-gateway token` mints)."""
+    return TokenVerifier(secret, SECRET_ALGORITHMS).check(token, secret, now=now)
 
 
 def bearer_token(authorization: str | None, query_token: str | None) -> str | None:
@@ -69,20 +176,34 @@ def bearer_token(authorization: str | None, query_token: str | None) -> str | No
     return query_token or None
 
 
-def authenticate(settings: Settings, authorization: str | None, query_token: str | None) -> str:
+async def authenticate(
+    settings: Settings,
+    verifier: TokenVerifier | None,
+    authorization: str | None,
+    query_token: str | None,
+) -> str:
     """The user of a request: the local user in local mode, else the token's user."""
-    if settings.local_mode:
+    if verifier is None:
         return settings.local_user
     token = bearer_token(authorization, query_token)
     if token is None:
         raise Unauthorized("a token is required: Authorization: Bearer <token> or ?token=")
-    return verify_token(settings.auth_secret, token)
+    return await verifier.user_of(token)
 
 
-def _sign(secret: str, payload: str) -> str:
-    digest = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()
-    return _b64(digest)
+def _public_key(value: str) -> Any:
+    """A PEM public key, given as its text or as the path of a file holding it."""
+    text = value
+    if "-----BEGIN" not in value:
+        try:
+            text = Path(value).read_text()
+        except OSError as exc:
+            raise ValueError(
+                f"GATEWAY_AUTH_PUBLIC_KEY: cannot read {value}: {exc.strerror}"
+            ) from None
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    try:
+        return load_pem_public_key(text.encode())
+    except ValueError as exc:
+        raise ValueError(f"GATEWAY_AUTH_PUBLIC_KEY is not a PEM public key: {exc}") from None

@@ -161,7 +161,10 @@ def _parser() -> argparse.ArgumentParser:
     reindex.set_defaults(handler=_reindex)
 
     token = sub.add_parser(
-        "token", help="print a signed token for a user (needs GATEWAY_AUTH_SECRET)"
+        "token",
+        help="print a signed token for a user (needs GATEWAY_AUTH_SECRET)",
+        description="Print an HS256 JWT for a user, signed with GATEWAY_AUTH_SECRET, with the"
+        " `aud` and `iss` of GATEWAY_AUTH_AUDIENCE / GATEWAY_AUTH_ISSUER when they are set.",
     )
     token.add_argument("--user", required=True, help="the user id the token speaks for")
     token.add_argument("--ttl", default="1d", help="lifetime, like 30m, 12h or 7d (default 1d)")
@@ -274,10 +277,22 @@ def _progress(what: str) -> Callable[[int, int], None]:
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> None:
-    if settings.local_mode:
-        raise SystemExit("set GATEWAY_AUTH_SECRET (the gateway's secret) to sign tokens")
+    if not settings.auth_secret:
+        raise SystemExit(
+            "set GATEWAY_AUTH_SECRET (the gateway's secret) to sign tokens; with"
+            " GATEWAY_AUTH_PUBLIC_KEY or GATEWAY_AUTH_JWKS_URL your identity service issues them"
+        )
     try:
-        print(issue_token(settings.auth_secret, args.user, parse_duration(args.ttl)))
+        ttl = parse_duration(args.ttl)
+        print(
+            issue_token(
+                settings.auth_secret,
+                args.user,
+                ttl,
+                audience=settings.auth_audience,
+                issuer=settings.auth_issuer,
+            )
+        )
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
 

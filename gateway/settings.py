@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import logging
 import os
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,8 +34,16 @@ class Settings:
     database_url: str = ""
     # Redis URL. Empty: `serve` starts an embedded Valkey under `data_dir`.
     redis_url: str = ""
-    # HMAC secret for tokens. Empty: local single-user mode (user `local_user`, loopback only).
+    # HMAC secret for HS256 tokens (`chat-gateway token` mints them). Empty, and no public
+    # key or JWKS URL below: local single-user mode (user `local_user`, loopback only).
     auth_secret: str = ""
+    # Tokens from an identity service instead: its PEM public key (the text or a file's
+    # path) for RS256/ES256, or the URL of its JWKS document. See gateway/auth.py.
+    auth_public_key: str = ""
+    auth_jwks_url: str = ""
+    # Checked when set: a token's `aud` must hold this, its `iss` must equal this.
+    auth_audience: str = ""
+    auth_issuer: str = ""
     local_user: str = "me"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -146,8 +156,21 @@ class Settings:
 
     @property
     def local_mode(self) -> bool:
-        """No auth secret: every connection is `local_user`."""
-        return not self.auth_secret
+        """No source of trust for tokens: every connection is `local_user`."""
+        return not (self.auth_secret or self.auth_public_key or self.auth_jwks_url)
+
+    def validate(self, names: Mapping[str, str] | None = None) -> None:
+        """Raise `ValueError` with one line naming the first setting out of its range.
+
+        `from_env` checks each value's type; this checks what a type cannot say (a port past
+        65535, no workers, a host that is no address), so a command fails before it starts
+        anything rather than after. `names` says how a field was set when not by its
+        variable (the CLI passes the flags it was given, like `{"port": "--port"}`), so the
+        line names what the operator typed. URLs are the CLI's to check (it also connects).
+        """
+        for name, problem in _range_problems(self):
+            label = (names or {}).get(name) or _env_name(name)
+            raise ValueError(f"{label}={getattr(self, name)!r} {problem}")
 
 
 def _env_name(field_name: str) -> str:
@@ -193,3 +216,51 @@ def _decode_extra(kind: type, value: Any) -> Any:
     if kind is Path and isinstance(value, str):
         return Path(value)
     raise NotImplementedError(f"no settings decoder for {kind!r}")
+
+
+# Ranges the fields' types cannot express. Any other number must merely not be negative.
+_PORT_FIELDS = ("port", "writer_metrics_port")
+# Zero would mean nothing works (no workers, no connection, every frame too large) or, for
+# `writer_block_ms`, XREADGROUP blocking forever.
+_POSITIVE_FIELDS = (
+    "workers", "database_pool_size", "max_frame_bytes", "max_content_bytes",
+    "max_metadata_bytes", "max_batch_items", "max_inflight_frames", "max_outbox_bytes",
+    "writer_batch_entries", "writer_block_ms", "writer_claim_idle_ms", "presence_ttl_s",
+    "durable_timeout_s", "session_state_ttl_s",
+)  # fmt: skip
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_LOG_FORMATS = ("text", "json")
+# RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def _range_problems(settings: Settings) -> typing.Iterator[tuple[str, str]]:
+    """Each field whose value is out of its range, with what is wrong, in field order."""
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if f.name in _PORT_FIELDS and not 0 <= value <= 65535:
+            yield f.name, "is out of range: a TCP port is 0 to 65535"
+        elif f.name in _POSITIVE_FIELDS and value <= 0:
+            yield f.name, "must be greater than 0"
+        elif value < 0:
+            yield f.name, "must not be negative"
+    if not _is_host(settings.host):
+        yield "host", "is not an IP address or a host name"
+    if settings.log_level not in _LOG_LEVELS:
+        yield "log_level", f"is not one of {', '.join(_LOG_LEVELS)}"
+    if settings.log_format not in _LOG_FORMATS:
+        yield "log_format", f"is not one of {', '.join(_LOG_FORMATS)}"
+
+
+def _is_host(host: str) -> bool:
+    """An IP address (v4 or v6) or a syntactically valid host name; whether the name
+    resolves is for the bind check to find (it needs a resolver, this does not)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        # An all-digit last label is a mistyped address (`300.1.1.1`), not a name.
+        last = host.rstrip(".").rsplit(".", 1)[-1]
+        return len(host) <= 253 and bool(_HOST_NAME.fullmatch(host)) and not last.isdigit()
+    return True

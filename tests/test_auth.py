@@ -18,7 +18,7 @@ from gateway.errors import Unauthorized
 from gateway.settings import Settings
 from tests.conftest import request, run_gateway
 
-SECRET = "test-secret-please-change"
+SECRET = "test-secret-please-change-0123456789"
 
 
 def test_token_round_trip_and_expiry() -> None:
@@ -28,11 +28,11 @@ def test_token_round_trip_and_expiry() -> None:
     with pytest.raises(Unauthorized, match="expired"):
         verify_token(SECRET, token, now=1060)
     with pytest.raises(Unauthorized, match="signature"):
-        verify_token("other-secret", token, now=1000)
-    signature = token.split(".")[1]
-    forged = issue_token(SECRET, "mallory", 60, now=1000).split(".")[0] + "." + signature
+        verify_token("another-secret-of-thirty-two-bytes!", token, now=1000)
+    header, _, signature = token.split(".")
+    forged_claims = issue_token(SECRET, "mallory", 60, now=1000).split(".")[1]
     with pytest.raises(Unauthorized, match="signature"):
-        verify_token(SECRET, forged, now=1000)
+        verify_token(SECRET, f"{header}.{forged_claims}.{signature}", now=1000)
     with pytest.raises(Unauthorized, match="malformed"):
         verify_token(SECRET, "nonsense", now=1000)
 

@@ -138,7 +138,7 @@ def refusals(schema: OpenApiSchema, base_url: str, token: str | None) -> set[str
 
 async def test_token_requirements_are_as_documented(settings: Settings) -> None:
     """With a secret, exactly the operations documented as protected need a token (else 401)."""
-    secured = replace(settings, auth_secret="openapi-test-secret")
+    secured = replace(settings, auth_secret="openapi-test-secret-0123456789abcd")
     schema = schemathesis.openapi.from_dict(document())
     protected = {
         f"{method.upper()} {path}"

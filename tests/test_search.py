@@ -21,7 +21,7 @@ from storage.search import SNIPPET_CHARS, positive_terms, search, snippet
 from tests.conftest import RunningGateway, request, run_gateway, searchable
 from tests.processes import command_env, run_command
 
-SECRET = "search-test-secret"
+SECRET = "search-test-secret-0123456789abcdef"
 
 
 async def send_all(running: RunningGateway, port: int, contents: list[str]) -> list[Any]:

@@ -429,7 +429,7 @@ async def test_search_opens_the_message_in_its_session(tabs: Tabs, gateway: Runn
 
 async def test_token_in_the_page_url_authorizes_the_tab(tabs: Tabs, settings: Settings) -> None:
     """With auth on, ?token= authorizes the tab (and leaves the address bar); none is refused."""
-    secure = replace(settings, auth_secret="ui-test-secret")
+    secure = replace(settings, auth_secret="ui-test-secret-0123456789abcdefghij")
     token = issue_token(secure.auth_secret, "alice", 3600)
     async with run_gateway(secure) as running:
         bearer = {"Authorization": f"Bearer {token}"}

@@ -71,9 +71,10 @@ def _gateway(request: Request) -> Gateway:
     return gateway
 
 
-def _user(request: Request) -> str:
-    return authenticate(
+async def _user(request: Request) -> str:
+    return await authenticate(
         _gateway(request).settings,
+        request.app.state.verifier,
         request.headers.get("authorization"),
         request.query_params.get("token"),
     )
@@ -152,7 +153,7 @@ async def metrics(request: Request) -> Response:
 async def list_messages(request: Request) -> Response:
     """A session's messages in seq order, keyset-paginated by seq."""
     gateway = _gateway(request)
-    user_id = _user(request)
+    user_id = await _user(request)
     session_id = session_id_or_none(request.path_params["session_id"])
     after_seq = _int_param(request, "after_seq", low=0, high=MAX_SEQ)
     before_seq = _int_param(request, "before_seq", low=1, high=MAX_SEQ)
@@ -178,7 +179,7 @@ async def list_messages(request: Request) -> Response:
 async def list_ports(request: Request) -> Response:
     """The ports the user has used: IDE type, active session, online (an IDE serves it)."""
     gateway = _gateway(request)
-    user_id = _user(request)
+    user_id = await _user(request)
     async with gateway.pool.acquire() as conn:
         ports = await sessions.user_ports(conn, user_id)
     online = await gateway.presence.online(user_id, [p.port for p in ports])
@@ -188,7 +189,7 @@ async def list_ports(request: Request) -> Response:
 async def list_port_messages(request: Request) -> Response:
     """The port's newest messages across its sessions, newest first."""
     gateway = _gateway(request)
-    user_id = _user(request)
+    user_id = await _user(request)
     port = _path_port(request)
     limit = _int_param(request, "limit", low=1, high=MAX_PAGE) or 100
     async with gateway.pool.acquire() as conn:
@@ -208,7 +209,7 @@ def _path_port(request: Request) -> int:
 async def list_session_page(request: Request) -> Response:
     """The user's sessions, newest activity first, keyset-paginated (`next_cursor`)."""
     gateway = _gateway(request)
-    user_id = _user(request)
+    user_id = await _user(request)
     port = _int_param(request, "port", low=1, high=65535)
     status = request.query_params.get("status") or None
     if status not in (None, "active", "archived"):
@@ -242,7 +243,7 @@ async def list_session_page(request: Request) -> Response:
 async def create_session(request: Request) -> Response:
     """A new active session for the port; the port's previous one is archived (rotation)."""
     gateway = _gateway(request)
-    user_id = _user(request)
+    user_id = await _user(request)
     body = convert(await _json_object(request), wire.NewSession, _NEW_SESSION)
     _, session = await gateway.lifecycle.rotate(user_id, body.port, body.title)
     return WireResponse(wire.session(session), status_code=201)
@@ -250,7 +251,7 @@ async def create_session(request: Request) -> Response:
 
 async def get_session(request: Request) -> Response:
     gateway = _gateway(request)
-    user_id = _user(request)
+    user_id = await _user(request)
     session_id = _session_id(request)
     async with gateway.pool.acquire() as conn:
         session = await sessions.get_session(conn, user_id, session_id)
@@ -262,7 +263,7 @@ async def get_session(request: Request) -> Response:
 async def patch_session(request: Request) -> Response:
     """Rename (`title`, null clears it), pin (`pinned`), archive or unarchive (`status`)."""
     gateway = _gateway(request)
-    user_id = _user(request)
+    user_id = await _user(request)
     session_id = _session_id(request)
     body = convert(await _json_object(request), wire.SessionChange, _SESSION_CHANGE)
     change = sessions.Change(
@@ -280,7 +281,7 @@ async def patch_session(request: Request) -> Response:
 async def delete_session(request: Request) -> Response:
     """Soft delete: the session and its messages disappear from every read."""
     gateway = _gateway(request)
-    if not await gateway.lifecycle.delete(_user(request), _session_id(request)):
+    if not await gateway.lifecycle.delete(await _user(request), _session_id(request)):
         raise NotFound("no such session")
     return Response(status_code=204)
 
@@ -310,7 +311,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
 async def get_stats(request: Request) -> Response:
     """Counts of the user's sessions and messages, from counters: constant time."""
     gateway = _gateway(request)
-    user_id = _user(request)
+    user_id = await _user(request)
     async with gateway.pool.acquire() as conn:
         counts = await stats.read(conn, user_id)
     return WireResponse(wire.stats_body(counts))

@@ -29,7 +29,7 @@ MAX_SEARCH_RESULTS = 100
 async def search(request: Request) -> Response:
     """The user's messages best matching `q`, optionally on one port."""
     gateway = _gateway(request)
-    user_id = _user(request)
+    user_id = await _user(request)
     q = request.query_params.get("q", "")
     if not q.strip():
         raise BadRequest("q must contain something to search for")
