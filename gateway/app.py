@@ -12,6 +12,7 @@ writer first would drain the stream before the final ingests reach it. See `open
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ from gateway.errors import CloseCode, GatewayError, Unauthorized
 from gateway.guard import Allowed, Guard
 from gateway.http import api, openapi, search_api, ui_routes
 from gateway.lifecycle import SessionLifecycle
+from gateway.local_token import AUTO, COOKIE_NAME, load_or_create_local_token
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics, Sources
 from gateway.metrics_listener import metrics_listener, parse_address
@@ -51,6 +53,10 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> Starlette:
     """The gateway app for these settings; nothing connects until the lifespan starts."""
+    if settings.local_token == AUTO:  # not resolved by the CLI: never take "auto" as the token
+        settings = dataclasses.replace(
+            settings, local_token=load_or_create_local_token(settings.data_dir)[1]
+        )
     allowed = Allowed.for_address(settings.host, settings.allowed_hosts, settings.allowed_origins)
     verifier = TokenVerifier.from_settings(settings)  # a bad public key fails here, at once
     metrics_at = parse_address(settings.metrics_address)
@@ -206,6 +212,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             websocket.app.state.verifier,
             websocket.headers.get("authorization"),
             websocket.query_params.get("token"),
+            websocket.cookies.get(COOKIE_NAME),
         )
     except Unauthorized as exc:
         await refuse_handshake(websocket, exc)

@@ -27,6 +27,7 @@ from typing import Any
 import jwt
 
 from gateway.errors import Unauthorized
+from gateway.local_token import token_matches
 from gateway.settings import Settings
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -181,9 +182,18 @@ async def authenticate(
     verifier: TokenVerifier | None,
     authorization: str | None,
     query_token: str | None,
+    cookie_token: str | None = None,
 ) -> str:
-    """The user of a request: the local user in local mode, else the token's user."""
+    """The user of a request: the local user in local mode (holding the local token when
+    one is set, see gateway/local_token.py), else the token's user."""
     if verifier is None:
+        if settings.local_token and not token_matches(
+            settings.local_token, bearer_token(authorization, query_token) or cookie_token
+        ):
+            raise Unauthorized(
+                "this gateway wants its local token: the local-token file in its data folder,"
+                " as Authorization: Bearer <token> or ?token="
+            )
         return settings.local_user
     token = bearer_token(authorization, query_token)
     if token is None:

@@ -45,6 +45,11 @@ class Settings:
     auth_audience: str = ""
     auth_issuer: str = ""
     local_user: str = "me"
+    # Local mode only. Empty: any process that reaches the port is `local_user`, which on a
+    # shared machine means every account. `auto`: requests must carry the token kept in
+    # `<data_dir>/local-token` (created 0600 on first start; `serve --local-token`) as a
+    # Bearer header, `?token=` or the UI's cookie. Any other value is the token itself.
+    local_token: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
     # Host header names requests may carry, comma-separated (`*`: any), against DNS

@@ -105,6 +105,18 @@ class _Account:
 # --- PostgreSQL ---------------------------------------------------------------------------
 
 
+def has_postgres_cluster(data_dir: Path) -> bool:
+    """Whether `data_dir` holds a cluster whose first start completed (maintenance commands
+    use an existing cluster and never create one)."""
+    folder = Path(data_dir)
+    return (folder / "PG_VERSION").exists() and (folder / _PG_PASSWORD_FILE).exists()
+
+
+def has_valkey_data(data_dir: Path) -> bool:
+    """Whether an embedded Valkey has run in `data_dir` (its password file is there)."""
+    return (Path(data_dir) / _VALKEY_PASSWORD_FILE).exists()
+
+
 @contextmanager
 def embedded_postgres(
     data_dir: Path, *, port: int | None = None, shared_buffers: str = "128MB"

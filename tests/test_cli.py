@@ -182,8 +182,8 @@ async def test_serve_in_an_empty_folder_stores_and_keeps_a_message(workdir: Path
     """serve with no URLs stores a message, stops cleanly on SIGINT, and finds it on restart."""
     data = workdir / ".gateway-data"
     async with serving(workdir) as serve:
-        assert "starting embedded PostgreSQL" in serve.log
-        assert "starting embedded Valkey" in serve.log
+        assert "database: embedded PostgreSQL in .gateway-data/postgres, started" in serve.log
+        assert "redis: embedded Valkey in .gateway-data/redis, started" in serve.log
         async with httpx.AsyncClient(timeout=IO_TIMEOUT) as http:
             assert (await http.get(serve.url + "/healthz")).json() == {"status": "ok"}
         ack = await _send_message(serve.url, "hi")
@@ -228,8 +228,8 @@ async def test_migrate_status_beside_a_running_serve(workdir: Path) -> None:
     async with serving(workdir):
         code, out, err = await run_command("migrate", "--status", cwd=workdir)
     assert code == 0, err
-    assert "using the embedded servers of the running `serve`" in err
-    assert "starting embedded" not in err  # no second PostgreSQL on the same data
+    assert "database: the embedded PostgreSQL of the serve running in" in err
+    assert "started for this command" not in err  # no second PostgreSQL on the same data
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
     expected = migrate.discover()
     assert expected, "no migrations found"
@@ -245,7 +245,7 @@ async def test_serve_refuses_a_public_interface_without_auth(workdir: Path, host
     code, _, err = await run_command("serve", "--host", host, "--port", "0", cwd=workdir)
     assert code != 0
     assert f"refusing to bind {host}" in err and "loopback" in err, err
-    assert "starting embedded" not in err
+    assert "started for this command" not in err
     assert not (workdir / ".gateway-data").exists()
 
 
@@ -296,7 +296,7 @@ async def test_migrate_on_a_migrated_database_applies_nothing(
     )
     assert code == 0, err
     assert out.strip() == "nothing to apply"
-    assert "starting embedded" not in err
+    assert "started for this command" not in err
     assert not (workdir / ".gateway-data").exists()
 
 
@@ -331,7 +331,9 @@ async def test_two_workers_and_a_separate_writer(workdir: Path) -> None:
         env = command_env(GATEWAY_WRITER_METRICS_PORT=str(metrics_port))
         writer, log = await start_writer(workdir, env, START_TIMEOUT)
         try:
-            assert "using the embedded servers of the running `serve`" in log
+            running = f"of the serve running in .gateway-data (PID {serve.proc.pid})"
+            assert f"database: the embedded PostgreSQL {running}" in log
+            assert f"redis: the embedded Valkey {running}" in log
             ws_url = serve.url.replace("http://", "ws://") + "/ws"
             acks = []
             for i in range(6):
@@ -401,4 +403,4 @@ async def test_serve_logs_json_lines(workdir: Path) -> None:
     records = [json.loads(line) for line in lines]
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
     assert any(r["logger"].startswith("uvicorn") for r in records)
-    assert any("starting embedded PostgreSQL" in r["message"] for r in records)
+    assert any(r["message"].startswith("database: embedded PostgreSQL in") for r in records)

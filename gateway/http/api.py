@@ -26,6 +26,7 @@ from gateway import wire
 from gateway.auth import authenticate
 from gateway.context import Gateway
 from gateway.errors import BadRequest, ErrorCode, GatewayError, NotFound
+from gateway.local_token import COOKIE_NAME
 from gateway.validation import Rules, convert
 from gateway.wire import MAX_SEQ as MAX_SEQ  # re-exported: gateway/http/openapi.py uses it
 from gateway.wire import MAX_TITLE_CHARS
@@ -77,6 +78,7 @@ async def _user(request: Request) -> str:
         request.app.state.verifier,
         request.headers.get("authorization"),
         request.query_params.get("token"),
+        request.cookies.get(COOKIE_NAME),
     )
 
 

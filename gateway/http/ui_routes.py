@@ -20,13 +20,17 @@ import re
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from gateway.local_token import COOKIE_NAME, token_matches
 from gateway.wire import IDE_PORT_RANGES
 
 UI_DIR = Path(__file__).resolve().parent / "ui"
+
+# Never cache the page or its redirect; never send a URL that may hold ?token= elsewhere.
+_PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 # A Host header we are willing to echo into the policy (name or address, optional port).
 _HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
@@ -53,7 +57,21 @@ def content_security_policy(host: str | None) -> str:
 
 
 async def index(request: Request) -> Response:
-    """The single page. Not cached, so a new gateway version's UI is picked up on reload."""
+    """The single page. Not cached, so a new gateway version's UI is picked up on reload.
+
+    With a local token (gateway/local_token.py), the link `serve` printed (`/?token=…`)
+    trades the token for an HttpOnly, SameSite=Strict cookie and redirects to the same URL
+    without it, so the token leaves the address bar and history and no script can read it.
+    A wrong token is not traded: the page loads and asks for one.
+    """
+    settings = request.app.state.gateway.settings
+    given = request.query_params.get("token")
+    if settings.local_mode and settings.local_token and token_matches(settings.local_token, given):
+        clean = request.url.remove_query_params("token")
+        target = clean.path + (f"?{clean.query}" if clean.query else "")
+        redirect = RedirectResponse(target, status_code=303, headers=_PAGE_HEADERS)
+        redirect.set_cookie(COOKIE_NAME, str(given), httponly=True, samesite="strict", path="/")
+        return redirect
     return FileResponse(
         UI_DIR / "index.html",
         headers={

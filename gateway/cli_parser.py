@@ -1,0 +1,183 @@
+"""The `chat-gateway` command line's grammar: commands, flags, and their help pages.
+
+The options every command shares (URLs, data folder, logging) are global: they may come
+before the command or after it. argparse gives a subcommand's own defaults precedence over
+the values parsed before it, so the subcommands' copies default to SUPPRESS (absent unless
+typed) and the top level's to None.
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from pathlib import Path
+
+from gateway import VERSION
+from gateway.settings import Settings
+
+_SERVE_EPILOG = """\
+who may connect:
+  With none of GATEWAY_AUTH_SECRET, GATEWAY_AUTH_PUBLIC_KEY or GATEWAY_AUTH_JWKS_URL set, serve
+  runs in local mode: every request is the local user, and it binds only to loopback. Loopback
+  is shared by every account on this machine, so any local account can then read and write
+  these chats. --local-token (GATEWAY_LOCAL_TOKEN=auto) closes that: requests must carry the
+  token kept in <data folder>/local-token (mode 0600), and the URL printed at start holds it.
+  For several users, set GATEWAY_AUTH_SECRET (at least 32 bytes) and mint tokens with
+  `chat-gateway token --user NAME`, or point GATEWAY_AUTH_PUBLIC_KEY / GATEWAY_AUTH_JWKS_URL
+  at your identity service. See docs/security.md.
+
+servers:
+  With no URLs, serve starts an embedded PostgreSQL and Valkey in the data folder (created on
+  the first start) and records them in <data folder>/servers.json, where the other commands
+  find them while it runs."""
+
+_MAINTENANCE_EPILOG = """\
+servers:
+  The database (and Redis) come from --database-url / --redis-url or their variables, else
+  from a serve running on the same data folder, else from the folder's embedded servers,
+  started for the command and stopped after it. A folder where serve never ran is an error:
+  this command never creates a database."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser; `args.command` names the command (None when none was given)."""
+    parser = argparse.ArgumentParser(
+        prog="chat-gateway",
+        description="Real-time WebSocket chat gateway with PostgreSQL persistence.",
+        epilog="Run `chat-gateway COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"chat-gateway {VERSION}")
+    _add_shared(parser, default=None)
+    shared = argparse.ArgumentParser(add_help=False)
+    _add_shared(shared, default=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str, epilog: str | None = None,
+                parents: tuple[argparse.ArgumentParser, ...] = (shared,),
+                ) -> argparse.ArgumentParser:  # fmt: skip
+        return sub.add_parser(
+            name, help=summary, description=textwrap.fill(description, 78), epilog=epilog,
+            parents=list(parents),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+
+    serve = command(
+        "serve",
+        "run the gateway (HTTP, WebSocket, web UI) and the batch writer",
+        "Run the gateway: the WebSocket endpoint /ws, the HTTP API under /api, the web UI at /"
+        " and, unless --no-writer, the batch writer that moves buffered messages into"
+        " PostgreSQL. Migrations are applied first.",
+        _SERVE_EPILOG,
+    )
+    serve.add_argument(
+        "--host", help=f"interface to bind (env GATEWAY_HOST; default {Settings.host})"
+    )
+    serve.add_argument(
+        "--port", type=int,
+        help=f"TCP port, 0 for any free one (env GATEWAY_PORT; default {Settings.port})",
+    )  # fmt: skip
+    serve.add_argument(
+        "--workers", type=int,
+        help=f"gateway processes (env GATEWAY_WORKERS; default {Settings.workers})",
+    )  # fmt: skip
+    serve.add_argument(
+        "--no-writer", action="store_true",
+        help="do not run the batch writer here; run `chat-gateway writer` instead"
+        " (env GATEWAY_RUN_WRITER=0; default: the writer runs)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--local-token", action="store_const", const="auto",
+        help="local mode with a token: require the token in <data folder>/local-token"
+        " (created 0600 on first use) from every request (env GATEWAY_LOCAL_TOKEN=auto;"
+        " default: off)",
+    )  # fmt: skip
+
+    command(
+        "writer",
+        "run only the batch writer (scale out: run several)",
+        "Move buffered messages from Redis into PostgreSQL until Ctrl-C, then drain and stop."
+        " Several writers share the work; a dead one's backlog passes to the others.",
+        _MAINTENANCE_EPILOG,
+    )
+
+    mig = command(
+        "migrate",
+        "apply pending SQL migrations in order, under a lock",
+        "Apply the numbered SQL migrations not yet applied, in order, under an advisory lock,"
+        " checking the checksums of those already applied.",
+        _MAINTENANCE_EPILOG,
+    )
+    mig.add_argument("--status", action="store_true", help="list migrations, apply nothing")
+
+    verify = command(
+        "verify-counts",
+        "recount sessions and messages; report (or --fix) counters that drifted",
+        "Recount every session's messages and every user's sessions and messages, and report"
+        " the kept counters that differ. Exits 1 when some drifted and --fix was not given.",
+        _MAINTENANCE_EPILOG,
+    )
+    verify.add_argument("--fix", action="store_true", help="overwrite drifted counters")
+
+    archive = command(
+        "archive",
+        "archive sessions inactive for a while, in batches",
+        "Archive every active session with no message for longer than --older-than, a batch"
+        " of sessions per transaction; live subscribers see each archive.",
+        _MAINTENANCE_EPILOG,
+    )
+    archive.add_argument(
+        "--older-than", required=True, help="inactivity that archives a session, like 30d"
+    )
+    archive.add_argument(
+        "--batch", type=int, default=500, help="sessions per transaction (default 500)"
+    )
+
+    reindex = command(
+        "reindex",
+        "index for search every message missing from the index (safe while serving)",
+        "Index for search every message missing from the search index or indexed by an older"
+        " version, scanning the messages in key order. Safe while gateways run; a second run"
+        " reports 0.",
+        _MAINTENANCE_EPILOG,
+    )
+    reindex.add_argument(
+        "--batch", type=int, default=5_000, help="messages scanned per statement (default 5000)"
+    )
+
+    token = command(
+        "token",
+        "print a signed token for a user (needs GATEWAY_AUTH_SECRET)",
+        "Print an HS256 JWT for a user, signed with GATEWAY_AUTH_SECRET, with the `aud` and"
+        " `iss` of GATEWAY_AUTH_AUDIENCE / GATEWAY_AUTH_ISSUER when they are set.",
+        parents=(),
+    )
+    token.add_argument("--user", required=True, help="the user id the token speaks for")
+    token.add_argument("--ttl", default="1d", help="lifetime, like 30m, 12h or 7d (default 1d)")
+    return parser
+
+
+def _add_shared(parser: argparse.ArgumentParser, *, default: object) -> None:
+    """The options every command takes, before or after its name."""
+    group = parser.add_argument_group("shared options (before or after the command)")
+    group.add_argument(
+        "--database-url", default=default,
+        help="PostgreSQL URL (env GATEWAY_DATABASE_URL; default: embedded PostgreSQL)",
+    )  # fmt: skip
+    group.add_argument(
+        "--redis-url", default=default,
+        help="Redis URL (env GATEWAY_REDIS_URL; default: embedded Valkey)",
+    )  # fmt: skip
+    group.add_argument(
+        "--data-dir", type=Path, default=default,
+        help="where the embedded servers keep their data (env GATEWAY_DATA_DIR;"
+        " default ./.gateway-data)",
+    )  # fmt: skip
+    group.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], default=default,
+        help=f"(env GATEWAY_LOG_LEVEL; default {Settings.log_level})",
+    )  # fmt: skip
+    group.add_argument(
+        "--log-format", choices=["text", "json"], default=default,
+        help="text lines, or one JSON object per line (env GATEWAY_LOG_FORMAT;"
+        f" default {Settings.log_format})",
+    )  # fmt: skip
