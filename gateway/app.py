@@ -35,6 +35,7 @@ from gateway.logs import configure_logging
 from gateway.metrics import Metrics, Sources
 from gateway.metrics_listener import metrics_listener, parse_address
 from gateway.persistence import running_persistence
+from gateway.rate_limits import RateLimits
 from gateway.server import install_log_filters, tune_gc
 from gateway.settings import Settings
 from gateway.ws.connection import ConnectionParts, ConnectionRegistry, serve_connection
@@ -194,6 +195,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
                     limits,
                     metrics,
                     connections,
+                    RateLimits.from_settings(settings),
                     max_inflight_frames=settings.max_inflight_frames,
                     max_outbox_bytes=settings.max_outbox_bytes,
                 ),

@@ -56,6 +56,13 @@ class Unauthorized(GatewayError):
     http_status = 401
 
 
+class Forbidden(GatewayError):
+    """Understood and refused by policy: a foreign origin, or a limit on how many."""
+
+    code = ErrorCode.FORBIDDEN
+    http_status = 403
+
+
 class NotFound(GatewayError):
     code = ErrorCode.NOT_FOUND
     http_status = 404
@@ -71,6 +78,16 @@ class Overloaded(GatewayError):
 
     code = ErrorCode.OVERLOADED
     http_status = 503
+
+    def __init__(self, message: str, *, retry_after_ms: int) -> None:
+        super().__init__(message, details={"retry_after_ms": retry_after_ms})
+
+
+class RateLimited(GatewayError):
+    """This client (or user) sends faster than its limit; retry after `retry_after_ms`."""
+
+    code = ErrorCode.RATE_LIMITED
+    http_status = 429
 
     def __init__(self, message: str, *, retry_after_ms: int) -> None:
         super().__init__(message, details={"retry_after_ms": retry_after_ms})

@@ -91,6 +91,19 @@ class Settings:
     # connections; past it a frame gets `overloaded` at once (its connection keeps reading).
     # 0: no cap (each connection still caps its own frames, max_inflight_frames).
     max_queued_ingests: int = 100_000
+    # Limits of gateway/rate_limits.py, counted per gateway process; 0: off. Messages per
+    # second one connection may send (a token bucket holding `rate_limit_burst_s` seconds
+    # of it); past it a frame gets `rate_limited` with `retry_after_ms`, nothing stored.
+    rate_limit_connection_msgs_s: float = 10_000.0
+    # The same for all connections of one user together. Token mode only: local mode has
+    # one user, whom a limit would protect from nobody.
+    rate_limit_user_msgs_s: float = 2_000.0
+    rate_limit_burst_s: float = 2.0
+    # Connections one user may hold open (token mode only); past it a new one gets a
+    # `forbidden` error frame and is closed with 1008.
+    max_connections_per_user: int = 100
+    # Subscriptions one connection may hold; past it `subscribe` gets `forbidden`.
+    max_subscriptions_per_connection: int = 1_000
     # Presence: an IDE connection's ports stay online this long after the last heartbeat of
     # its process (heartbeats every third of it), so a dead process's ports go offline.
     presence_ttl_s: float = 15.0

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway import VERSION
-from gateway.errors import BadRequest, CloseCode, GatewayError, Internal
+from gateway.errors import BadRequest, CloseCode, Forbidden, GatewayError, Internal, RateLimited
 from gateway.ws import frames
 from gateway.ws.frames import Frame
 from gateway.ws.live import Send, Subscriptions
@@ -43,6 +43,7 @@ from gateway.ws.protocol import (
 if TYPE_CHECKING:
     from gateway.lifecycle import SessionLifecycle
     from gateway.metrics import Metrics
+    from gateway.rate_limits import ConnectionLimits, RateLimits
     from gateway.ws.ingest import Ingestor
     from gateway.ws.live import LiveContext
     from gateway.ws.presence import Presence
@@ -150,23 +151,38 @@ class ConnectionParts:
     limits: Limits
     metrics: Metrics  # frames in and out, errors
     registry: ConnectionRegistry
+    rate_limits: RateLimits  # messages per second, connections and subscriptions
     max_inflight_frames: int  # the outbox's bound (see the module docstring)
     max_outbox_bytes: int  # live events queued past this: too slow a subscriber
 
 
 async def serve_connection(websocket: WebSocket, parts: ConnectionParts, user_id: str) -> None:
-    """Run one accepted connection until the client leaves or a protocol error closes it."""
-    connection = Connection(websocket, parts, user_id)
+    """Run one accepted connection until the client leaves or a protocol error closes it.
+
+    A user past their connection limit gets a `forbidden` frame saying so, then close 1008
+    (policy: do not reconnect at once)."""
+    try:
+        limits = parts.rate_limits.open_connection(user_id)
+    except Forbidden as exc:
+        with _teardown_step("refusing a connection", _CLIENT_LEFT):
+            await websocket.send_text(frames.error(exc, None).text)
+            await websocket.close(int(CloseCode.POLICY), "too many connections")
+        return
+    connection = Connection(websocket, parts, user_id, limits)
     await parts.registry.add(connection)
     try:
         await connection.run()
     finally:
+        limits.close()
         await parts.registry.remove(connection)
 
 
 class Connection:
-    def __init__(self, websocket: WebSocket, parts: ConnectionParts, user_id: str) -> None:
+    def __init__(
+        self, websocket: WebSocket, parts: ConnectionParts, user_id: str, limits: ConnectionLimits
+    ) -> None:
         self.id = uuid.uuid4().hex
+        self._rate_limits = limits
         self._websocket = websocket
         self._ingestor = parts.ingestor
         self._lifecycle = parts.lifecycle
@@ -265,6 +281,11 @@ class Connection:
         # (assert_never), instead of falling into another command's branch.
         match command:
             case Ingest():
+                try:
+                    self._rate_limits.check_messages(len(command.items))
+                except RateLimited as exc:
+                    await self._queue(frames.error(exc, command.ref), None)
+                    return
                 reply = self._ingestor.start_ingest(self.state.user_id, command)
                 await self._queue(reply, command.ref)
             case Ping():
@@ -276,9 +297,12 @@ class Connection:
                 welcome = frames.welcome(command.ref, self.state.user_id, VERSION, self._limits)
                 await self._queue(welcome, None)
             case Subscribe():
-                subscriptions, ref = self._subscriptions, command.ref
+                subscriptions, ref, limits = self._subscriptions, command.ref, self._rate_limits
 
                 async def subscribe(send: Send) -> None:
+                    # Here, in the sender, the earlier subscribes of this connection are done.
+                    if not subscriptions.holds(command.target):
+                        limits.check_subscriptions(subscriptions.count)
                     await subscriptions.subscribe(send, ref, command.target, command.since_seq)
 
                 await self._queue(Streamed(subscribe), ref)

@@ -241,6 +241,19 @@ class Subscriptions:
         self.ports: dict[int, PortFeed] = {}
         self._session_list = False
 
+    @property
+    def count(self) -> int:
+        """How many subscriptions the connection holds."""
+        return len(self._sessions) + len(self.ports) + int(self._session_list)
+
+    def holds(self, target: Target) -> bool:
+        """Whether `target` is subscribed already (subscribing again replaces it)."""
+        if isinstance(target, SessionList):
+            return self._session_list
+        if isinstance(target, BySession):
+            return str(target.session_id) in self._sessions
+        return target.port in self.ports
+
     async def subscribe(
         self, send: Send, ref: str | None, target: Target, since_seq: int | None
     ) -> None:
