@@ -91,6 +91,7 @@ async def gateway_process() -> AsyncIterator[Server]:
     argv = [str(CHAT_GATEWAY), "serve", "--port", str(port), "--log-level", "warning"]
     with tempfile.TemporaryDirectory(prefix="cg-fanout-") as tmp:
         os.chmod(tmp, 0o755)  # as root, the embedded PostgreSQL runs as nobody
+        env["GATEWAY_DATA_DIR"] = f"{tmp}/data"  # not the user's own data folder
         async with contextlib.AsyncExitStack() as stack:
             if given_db:
                 env["GATEWAY_DATABASE_URL"] = await stack.enter_async_context(

@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 from gateway import VERSION
-from gateway.settings import Settings
+from gateway.settings import Settings, platform_data_dir
 
 _SERVE_EPILOG = """\
 who may connect:
@@ -156,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _default_data() -> str:
+    """The platform's data folder as the user would type it (`~` for the home folder)."""
+    folder, home = str(platform_data_dir()), str(Path.home())
+    return "~" + folder.removeprefix(home) if folder.startswith(home + "/") else folder
+
+
 def _add_shared(parser: argparse.ArgumentParser, *, default: object) -> None:
     """The options every command takes, before or after its name."""
     group = parser.add_argument_group("shared options (before or after the command)")
@@ -169,8 +175,8 @@ def _add_shared(parser: argparse.ArgumentParser, *, default: object) -> None:
     )  # fmt: skip
     group.add_argument(
         "--data-dir", type=Path, default=default,
-        help="where the embedded servers keep their data (env GATEWAY_DATA_DIR;"
-        " default ./.gateway-data)",
+        help="where the embedded servers keep their data (env GATEWAY_DATA_DIR; default"
+        f" ./.gateway-data if it exists, else {_default_data()})",
     )  # fmt: skip
     group.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], default=default,

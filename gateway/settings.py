@@ -20,10 +20,25 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import platformdirs
 
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "GATEWAY_"
+# The data folder of earlier versions, in the working directory.
+LEGACY_DATA_DIR = Path(".gateway-data")
+
+
+def default_data_dir() -> Path:
+    """`./.gateway-data` where it exists (earlier versions kept their data there), else the
+    platform's user data folder (`~/.local/share/chat-gateway` on Linux, honouring
+    XDG_DATA_HOME), so a command's data does not depend on the folder it is run from."""
+    return LEGACY_DATA_DIR if LEGACY_DATA_DIR.is_dir() else platform_data_dir()
+
+
+def platform_data_dir() -> Path:
+    """This user's data folder for chat-gateway, as the platform defines it."""
+    return Path(platformdirs.user_data_dir("chat-gateway", appauthor=False))
 
 
 @dataclass(frozen=True)
@@ -63,8 +78,8 @@ class Settings:
     workers: int = 1
     # Run the batch writer inside `serve`. False: only the gateway (run `chat-gateway writer`).
     run_writer: bool = True
-    # Where the embedded servers keep their data across restarts.
-    data_dir: Path = field(default_factory=lambda: Path(".gateway-data"))
+    # Where the embedded servers keep their data across restarts (see default_data_dir).
+    data_dir: Path = field(default_factory=lambda: default_data_dir())
     # Every Redis key starts with this; tests isolate themselves with their own prefix.
     key_prefix: str = "cg:"
     # Largest WebSocket frame accepted; larger frames close the connection with 1009.

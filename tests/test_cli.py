@@ -125,12 +125,21 @@ def _remove_data(data: Path) -> None:
     shutil.rmtree(data, ignore_errors=True)
 
 
+def default_data(workdir: Path) -> Path:
+    """Where the commands run in `workdir` keep their data by default: the platform's user
+    data folder, which the `workdir` fixture points at a folder of the test's own."""
+    return workdir.parent / "data-home" / "chat-gateway"
+
+
 @pytest.fixture
-def workdir(tmp_path: Path) -> Iterator[Path]:
-    """An empty folder to run the command in; its `.gateway-data` is removed afterwards."""
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty folder to run the command in, with the user data folder (XDG_DATA_HOME,
+    which the commands inherit) in the test's own tree; both are removed afterwards."""
     path = tmp_path / "project"
     path.mkdir()
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data-home"))
     yield path
+    _remove_data(default_data(path))
     _remove_data(path / ".gateway-data")
 
 
@@ -180,10 +189,10 @@ async def _messages(url: str, session_id: object) -> list[dict[str, object]]:
 
 async def test_serve_in_an_empty_folder_stores_and_keeps_a_message(workdir: Path) -> None:
     """serve with no URLs stores a message, stops cleanly on SIGINT, and finds it on restart."""
-    data = workdir / ".gateway-data"
+    data = default_data(workdir)
     async with serving(workdir) as serve:
-        assert "database: embedded PostgreSQL in .gateway-data/postgres, started" in serve.log
-        assert "redis: embedded Valkey in .gateway-data/redis, started" in serve.log
+        assert f"database: embedded PostgreSQL in {data}/postgres, started" in serve.log
+        assert f"redis: embedded Valkey in {data}/redis, started" in serve.log
         async with httpx.AsyncClient(timeout=IO_TIMEOUT) as http:
             assert (await http.get(serve.url + "/healthz")).json() == {"status": "ok"}
         ack = await _send_message(serve.url, "hi")
@@ -218,7 +227,7 @@ async def test_serve_exits_0_on_a_stop_signal(workdir: Path, sig: signal.Signals
     async with serving(workdir) as serve:
         code = await serve.stop(sig)
         assert not [pid for pid in serve.children if alive(pid)], serve.log
-    assert not (workdir / ".gateway-data" / "servers.json").exists(), serve.log
+    assert not (default_data(workdir) / "servers.json").exists(), serve.log
     assert "Traceback" not in serve.log, serve.log
     assert code == 0, serve.log
 
@@ -246,7 +255,7 @@ async def test_serve_refuses_a_public_interface_without_auth(workdir: Path, host
     assert code != 0
     assert f"refusing to bind {host}" in err and "loopback" in err, err
     assert "started for this command" not in err
-    assert not (workdir / ".gateway-data").exists()
+    assert not default_data(workdir).exists()
 
 
 _COMMON_FLAGS = ["--database-url", "--redis-url", "--data-dir", "--log-level"]
@@ -297,7 +306,7 @@ async def test_migrate_on_a_migrated_database_applies_nothing(
     assert code == 0, err
     assert out.strip() == "nothing to apply"
     assert "started for this command" not in err
-    assert not (workdir / ".gateway-data").exists()
+    assert not default_data(workdir).exists()
 
 
 async def _searched(base_url: str, q: str) -> list[dict[str, object]]:
@@ -331,7 +340,7 @@ async def test_two_workers_and_a_separate_writer(workdir: Path) -> None:
         env = command_env(GATEWAY_WRITER_METRICS_PORT=str(metrics_port))
         writer, log = await start_writer(workdir, env, START_TIMEOUT)
         try:
-            running = f"of the serve running in .gateway-data (PID {serve.proc.pid})"
+            running = f"of the serve running in {default_data(workdir)} (PID {serve.proc.pid})"
             assert f"database: the embedded PostgreSQL {running}" in log
             assert f"redis: the embedded Valkey {running}" in log
             ws_url = serve.url.replace("http://", "ws://") + "/ws"

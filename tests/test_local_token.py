@@ -18,7 +18,7 @@ from websockets.exceptions import InvalidStatus
 from gateway.local_token import COOKIE_NAME, FILE_NAME, load_or_create_local_token
 from gateway.settings import Settings
 from tests.conftest import RECV_TIMEOUT, RunningGateway, request, run_gateway
-from tests.test_cli import serving, workdir  # noqa: F401 - the fixture, shared
+from tests.test_cli import default_data, serving, workdir  # noqa: F401 - the fixture, shared
 
 TOKEN = "local-token-for-the-tests-0123456789abcdef"
 
@@ -129,7 +129,7 @@ async def test_serve_local_token_prints_the_link_and_guards_the_api(
     """`serve --local-token` creates the 0600 token file, logs the link holding it, and
     answers 401 without it and 200 with it."""
     async with serving(workdir, "--local-token") as serve:
-        path = workdir / ".gateway-data" / FILE_NAME
+        path = default_data(workdir) / FILE_NAME
         token = path.read_text().strip()
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         link = re.search(r"open (http://\S+/\?token=(\S+))", serve.log)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.processes import command_env, run_command
-from tests.test_cli import serving, workdir  # noqa: F401 - the fixture, shared
+from tests.test_cli import default_data, serving, workdir  # noqa: F401 - the fixture, shared
 
 # Stands in for any password in a URL: it must never reach the terminal.
 PASSWORD = "s3cret-pw"
@@ -73,7 +73,7 @@ async def test_a_bad_setting_is_one_line_before_anything_starts(
     code, _, err = await run_command(*args, cwd=workdir, env=command_env(**env))
     assert code == 2, err
     assert expected in one_error_line(err), err
-    assert not (workdir / ".gateway-data").exists()
+    assert not default_data(workdir).exists()
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ async def test_a_bad_url_names_the_variable_the_target_and_the_cause(
         assert PASSWORD not in err
         if "@" in url:
             assert url.replace(PASSWORD, "***") in line, line
-    assert not (workdir / ".gateway-data").exists()
+    assert not default_data(workdir).exists()
 
 
 @pytest.mark.parametrize(
@@ -125,7 +125,7 @@ async def test_a_maintenance_command_never_creates_a_database(
     code, _, err = await run_command(*args, cwd=workdir)
     line = one_error_line(err)
     assert code == 2, err
-    data = workdir / ".gateway-data"
+    data = default_data(workdir)
     assert "no database: GATEWAY_DATABASE_URL is not set" in line, line
     assert f"no serve is running in {data}" in line and f"{data / 'postgres'}" in line, line
     assert not data.exists()
@@ -144,8 +144,8 @@ async def test_a_stale_servers_file_is_named_and_ignored(
 ) -> None:
     """A servers.json left by a killed serve is named in the log, removed, and the command
     goes on with the servers it was given (before: a bare "connection refused")."""
-    data = workdir / ".gateway-data"
-    data.mkdir()
+    data = default_data(workdir)
+    data.mkdir(parents=True)
     stale = data / "servers.json"
     for _ in range(2):
         gone = _dead_pid()
@@ -176,7 +176,7 @@ async def test_a_port_in_use_is_named_before_anything_starts(
     code, _, err = await run_command("serve", cwd=workdir, env=env)
     assert code == 2, err
     assert f"port {taken_port} on 127.0.0.1 is in use (GATEWAY_PORT)" in one_error_line(err)
-    assert not (workdir / ".gateway-data").exists()
+    assert not default_data(workdir).exists()
 
 
 async def test_a_second_serve_on_one_folder_names_the_first_and_the_log_tells_the_truth(
@@ -196,7 +196,7 @@ async def test_a_second_serve_on_one_folder_names_the_first_and_the_log_tells_th
         masked = re.sub(r":[^:@/]*@", ":***@", database_url, count=1)
         assert f"database: GATEWAY_DATABASE_URL={masked}" in err, err
         redis_line = (
-            "redis: the embedded Valkey of the serve running in .gateway-data"
+            f"redis: the embedded Valkey of the serve running in {default_data(workdir)}"
             f" (PID {first.proc.pid})"
         )
         assert redis_line in err, err
@@ -251,3 +251,23 @@ async def test_serve_help_says_who_may_connect(workdir: Path) -> None:  # noqa: 
     assert "GATEWAY_AUTH_SECRET" in text
     assert "any local account can then read and write these chats" in text
     assert "--local-token" in text and "local-token (mode 0600)" in text
+
+
+async def test_the_data_folder_does_not_depend_on_the_working_directory(
+    workdir: Path,  # noqa: F811
+) -> None:
+    """By default serve keeps its data in the user's data folder, so a command run from
+    another folder finds the running serve; a `./.gateway-data` of earlier versions is kept."""
+    elsewhere = workdir.parent / "elsewhere"
+    elsewhere.mkdir()
+    async with serving(workdir) as serve:
+        code, out, err = await run_command("migrate", "--status", cwd=elsewhere)
+        assert code == 0, err
+        assert f"serve running in {default_data(workdir)} (PID {serve.proc.pid})" in err, err
+        assert "0001" in out
+    assert not (workdir / ".gateway-data").exists() and not (elsewhere / ".gateway-data").exists()
+    legacy = elsewhere / ".gateway-data"
+    legacy.mkdir()
+    code, _, err = await run_command("verify-counts", cwd=elsewhere)
+    assert code == 2, err
+    assert "holds no embedded PostgreSQL data" in err and ".gateway-data/postgres" in err, err
