@@ -4,6 +4,7 @@
 //   state.js         the shared state object, the page's elements, the notice
 //   render.js        message content to DOM nodes, never through HTML
 //   connection.js    the token, HTTP `api()`, the WebSocket (`live`, from live.js), its indicator
+//   signin.js        token mode: the sign-in form, who is signed in, signing out
 //   sidebar.js       ports and their sessions (ide-ports.js, generated from gateway/ws/protocol.py)
 //   composer.js      typing, sending, the frames not acked yet
 //   conversation.js  the message view: what is selected, its subscription, paging, following
@@ -30,6 +31,7 @@ import {
   subscribeView,
 } from "./conversation.js";
 import { listenSearch } from "./search.js";
+import { listenSignIn, showAccount, showSignIn } from "./signin.js";
 import { listenSidebar, loadSessions } from "./sidebar.js";
 import { showNotice, state } from "./state.js";
 
@@ -47,8 +49,9 @@ function showConnection(connectionState, detail) {
   if (connectionState === "open") {
     state.probed = false;
   } else if (connectionState === "waiting" && !state.probed) {
-    // A refused handshake looks like any network error from here; the API says why (a 401
-    // shows as "Not authorized"), and while the socket is down the ports are still shown.
+    // A refused handshake looks like any network error from here; the API says why (a 401,
+    // say a token that expired meanwhile, stops the socket and shows the sign-in), and
+    // while the socket is down the ports are still shown.
     state.probed = true;
     refreshPorts();
   }
@@ -85,8 +88,11 @@ function handleFrame(frame) {
     case "resync":
       onResync();
       break;
+    case "welcome":
+      showAccount(frame.user_id);
+      break;
     default:
-      break; // welcome, pong, unsubscribed
+      break; // pong, unsubscribed
   }
 }
 
@@ -105,6 +111,12 @@ listenComposer((port) => {
   if (!state.view.follow) showView(port, null); // a message goes to the active session
 });
 listenSearch();
+listenSignIn();
 
 updateComposer();
-startLive({ onOpen: connected, onFrame: handleFrame, onState: showConnection });
+startLive({
+  onOpen: connected,
+  onFrame: handleFrame,
+  onState: showConnection,
+  onUnauthorized: showSignIn,
+});

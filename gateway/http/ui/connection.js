@@ -2,15 +2,19 @@
 // `live`, the one WebSocket (live.js reconnects it). Also the indicator that shows its state.
 //
 // `live` exists from the start so every part can send on it, but it only connects once
-// app.js has said, through `startLive`, what to do on open, on a frame and on a state change:
-// those handlers reach every part, and importing them here would make a cycle.
+// app.js has said, through `startLive`, what to do on open, on a frame, on a state change and
+// when the gateway wants a token: those handlers reach every part, and importing them here
+// would make a cycle. In token mode, a page without an accepted token never opens the
+// socket: `startLive` asks the API first and hands the refusal to `onUnauthorized` (the
+// sign-in), instead of a reconnect loop that can only fail.
 
 import { LiveSocket } from "./live.js";
 import { dom } from "./state.js";
 
+const TOKEN_KEY = "chat-gateway-token";
 const token = takeToken();
 
-const handlers = { onOpen() {}, onFrame() {}, onState() {} };
+const handlers = { onOpen() {}, onFrame() {}, onState() {}, onUnauthorized() {} };
 
 export const live = new LiveSocket(socketUrl(), {
   onOpen: () => handlers.onOpen(),
@@ -18,10 +22,58 @@ export const live = new LiveSocket(socketUrl(), {
   onState: (connectionState, detail) => handlers.onState(connectionState, detail),
 });
 
-/** Connect `live` (and keep it connected), calling `given` from now on. */
-export function startLive(given) {
+/** Connect `live` (and keep it connected), calling `given` from now on; unless the gateway
+ * refuses this tab's token (or its lack of one), which goes to `given.onUnauthorized`. */
+export async function startLive(given) {
   Object.assign(handlers, given);
+  const refusal = await refusalOf(token);
+  if (refusal !== null) {
+    refused(refusal);
+    return;
+  }
   live.start();
+}
+
+/** Whether this tab holds a token of its own (token mode), rather than none. */
+export function hasToken() {
+  return token !== null;
+}
+
+/** null if the gateway takes `candidate` (or wants no token), else why it refuses it. */
+export async function refusalOf(candidate) {
+  let response;
+  try {
+    response = await fetch("/api/stats", { headers: authHeaders(candidate), cache: "no-store" });
+  } catch {
+    return null; // unreachable: the socket's reconnecting says so
+  }
+  return response.status === 401 ? errorMessage(response) : null;
+}
+
+/** Keep `candidate` for this tab; the page then reloads to start over with it. */
+export function keepToken(candidate) {
+  sessionStorage.setItem(TOKEN_KEY, candidate);
+}
+
+export function forgetToken() {
+  sessionStorage.removeItem(TOKEN_KEY);
+}
+
+function refused(message) {
+  live.stop();
+  handlers.onUnauthorized(message, token !== null);
+}
+
+function authHeaders(candidate) {
+  return candidate ? { Authorization: `Bearer ${candidate}` } : {};
+}
+
+async function errorMessage(response) {
+  try {
+    return (await response.json()).error.message;
+  } catch {
+    return `${response.status} ${response.statusText}`; // not the API's error shape
+  }
 }
 
 function takeToken() {
@@ -30,12 +82,12 @@ function takeToken() {
   const url = new URL(location.href);
   const given = url.searchParams.get("token");
   if (given) {
-    sessionStorage.setItem("chat-gateway-token", given);
+    sessionStorage.setItem(TOKEN_KEY, given);
     url.searchParams.delete("token");
     history.replaceState(null, "", url.pathname + url.search + url.hash);
     return given;
   }
-  return sessionStorage.getItem("chat-gateway-token");
+  return sessionStorage.getItem(TOKEN_KEY);
 }
 
 function socketUrl() {
@@ -46,17 +98,12 @@ function socketUrl() {
 
 /** The API's JSON answer to GET `path`; throws an Error with the API's message otherwise. */
 export async function api(path) {
-  const headers = token ? { Authorization: `Bearer ${token}` } : {};
-  const response = await fetch(path, { headers, cache: "no-store" });
+  const response = await fetch(path, { headers: authHeaders(token), cache: "no-store" });
   if (!response.ok) {
-    let message = `${response.status} ${response.statusText}`;
-    try {
-      message = (await response.json()).error.message;
-    } catch {
-      // not the API's error shape
-    }
-    if (response.status === 401) message = `Not authorized (${message}). Open the page with ?token=…`;
-    throw new Error(message);
+    const message = await errorMessage(response);
+    // The token expired (or was revoked) while the page was open: sign in again.
+    if (response.status === 401) refused(message);
+    throw new Error(response.status === 401 ? `Not authorized (${message})` : message);
   }
   return response.json();
 }
