@@ -113,6 +113,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         max_content_bytes=settings.max_content_bytes,
         max_metadata_bytes=settings.max_metadata_bytes,
         max_batch_items=settings.max_batch_items,
+        max_ports_per_hello=settings.max_ports_per_hello,
     )
     metrics = Metrics(settings.slow_query_s)
     pool = await create_pool(

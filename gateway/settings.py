@@ -90,6 +90,8 @@ class Settings:
     max_metadata_bytes: int = 16 << 10
     # Most items in one `extracted` frame.
     max_batch_items: int = 500
+    # Most ports one `hello` may name (an IDE serves a few); more gets `too_large`.
+    max_ports_per_hello: int = 64
     # Frames a connection may have in flight (read but not yet answered) before the gateway
     # stops reading from it: per-connection backpressure instead of an unbounded queue.
     max_inflight_frames: int = 1000
@@ -257,7 +259,8 @@ _PORT_FIELDS = ("port", "writer_metrics_port")
 # `writer_block_ms`, XREADGROUP blocking forever.
 _POSITIVE_FIELDS = (
     "workers", "database_pool_size", "max_frame_bytes", "max_content_bytes",
-    "max_metadata_bytes", "max_batch_items", "max_inflight_frames", "max_outbox_bytes",
+    "max_metadata_bytes", "max_batch_items", "max_ports_per_hello", "max_inflight_frames",
+    "max_outbox_bytes",
     "writer_batch_entries", "writer_block_ms", "writer_claim_idle_ms", "presence_ttl_s",
     "durable_timeout_s", "session_state_ttl_s",
 )  # fmt: skip

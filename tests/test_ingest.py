@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 
 import asyncpg
 import httpx
 import orjson
 
+from gateway.settings import Settings
 from gateway.ws.ingest import buffer_item
 from gateway.ws.protocol import Ingest, Limits, parse_frame
 from storage.buffer import IngestBuffer
-from tests.conftest import RunningGateway, drained, receive, request, send
+from tests.conftest import RunningGateway, drained, receive, request, run_gateway, send
 
 
 async def test_hello_gets_welcome_with_user_and_limits(gateway: RunningGateway) -> None:
@@ -25,6 +27,19 @@ async def test_hello_gets_welcome_with_user_and_limits(gateway: RunningGateway) 
     assert reply["server"]["name"] == "chat-gateway"
     assert reply["limits"]["max_batch_items"] == 500
     assert reply["limits"]["max_frame_bytes"] == 1 << 20
+    assert reply["limits"]["max_ports_per_hello"] == 64
+
+
+async def test_the_ports_per_hello_limit_is_the_configured_one(settings: Settings) -> None:
+    """GATEWAY_MAX_PORTS_PER_HELLO=2: a hello with 3 ports is `too_large`, the welcome says 2."""
+    async with (
+        run_gateway(replace(settings, max_ports_per_hello=2)) as running,
+        running.connect() as ws,
+    ):
+        refused = await request(ws, {"type": "hello", "kind": "ide", "ports": [1, 2, 3]})
+        assert refused["code"] == "too_large", refused
+        welcome = await request(ws, {"type": "hello", "kind": "ide", "ports": [1, 2]})
+        assert welcome["limits"]["max_ports_per_hello"] == 2
 
 
 async def test_ping_gets_pong(gateway: RunningGateway) -> None:

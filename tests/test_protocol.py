@@ -25,7 +25,7 @@ from gateway.wire import (
     ide_type_for_port,
 )
 from gateway.ws import frames
-from gateway.ws.client_frames import CLIENT_FRAME_SCHEMA, IDE_TYPE_PATTERN, MAX_PORTS_PER_HELLO
+from gateway.ws.client_frames import CLIENT_FRAME_SCHEMA, IDE_TYPE_PATTERN
 from gateway.ws.protocol import (
     FrameError,
     Hello,
@@ -207,7 +207,7 @@ def _cases() -> list[tuple[dict[str, object], str]]:
     cases += [({"type": "hello", "kind": v}, "kind") for v in [*_NOT_STRINGS, "robot", None]]
     cases += [({"type": "hello", "ports": v}, "ports")
               for v in [{}, "9222", 9222, True, [[]], [{}], ["9222"], [1.5], [True], [0],
-                        [2**64 - 1], [9222] * 65]]  # fmt: skip
+                        [2**64 - 1]]]  # fmt: skip
     for kind in ("subscribe", "unsubscribe"):
         cases += [({"type": kind, "session_id": v}, "session_id")
                   for v in [*_NOT_STRINGS, "not-a-uuid", ""]]
@@ -291,7 +291,9 @@ GATEWAY_LIMITS = Limits(
     max_content_bytes=_DEFAULTS.max_content_bytes,
     max_metadata_bytes=_DEFAULTS.max_metadata_bytes,
     max_batch_items=_DEFAULTS.max_batch_items,
+    max_ports_per_hello=_DEFAULTS.max_ports_per_hello,
 )
+MAX_PORTS_PER_HELLO = _DEFAULTS.max_ports_per_hello
 
 BAD_FRAMES: list[tuple[str, Any, str, str]] = [
     # (case, frame (dict, or raw text), expected code, a word the message must contain)
@@ -449,7 +451,6 @@ def test_sample_frames_are_valid_by_the_schema_and_parse(
      {**MESSAGE, "id": "c" * (MAX_CLIENT_ID_CHARS + 1)}, {**MESSAGE, "role": "robot"},
      {**MESSAGE, "metadata": [1]}, {"type": "extracted", "port": 1, "messages": []},
      {"type": "extracted", "port": 1, "ide_type": "cursor\n", "messages": [{"content": "a"}]},
-     {"type": "hello", "ports": [9222] * (MAX_PORTS_PER_HELLO + 1)},
      {"type": "session.new", "port": 1, "title": "t" * (MAX_TITLE_CHARS + 1)},
      {"type": "subscribe", "port": 1, "since_seq": MAX_SEQ + 1}, {"type": "explode"}],
 )  # fmt: skip
@@ -483,7 +484,7 @@ def test_the_schema_bounds_are_the_constants() -> None:
     assert _property("extracted", "messages")["minItems"] == 1
     assert _property("session.new", "title")["maxLength"] == MAX_TITLE_CHARS
     ports = _property("hello", "ports")
-    assert ports["maxItems"] == MAX_PORTS_PER_HELLO
+    assert "maxItems" not in ports  # the configured limit, checked after decoding
     assert (ports["items"]["minimum"], ports["items"]["maximum"]) == (1, MAX_PORT)
     assert set(_property("hello", "kind")["enum"]) == CLIENT_KINDS
     since_seq = _property("subscribe", "since_seq")
@@ -527,3 +528,16 @@ def test_documented_messages() -> None:
     with pytest.raises(FrameError) as port:
         parse({**MESSAGE, "port": 65536})
     assert port.value.message == "port must be an integer from 1 to 65535"
+
+
+def test_a_hello_past_the_configured_port_limit_is_too_large() -> None:
+    """The ports-per-hello limit is the configured one: one more is `too_large` naming it."""
+    for limit in (2, MAX_PORTS_PER_HELLO):
+        limits = replace(GATEWAY_LIMITS, max_ports_per_hello=limit)
+        ports = list(range(9222, 9222 + limit))
+        assert isinstance(parse_frame(json.dumps({"type": "hello", "ports": ports}), limits), Hello)
+        with pytest.raises(FrameError) as refused:
+            parse_frame(json.dumps({"type": "hello", "ports": [*ports, 1]}), limits)
+        assert refused.value.code == "too_large"
+        assert "GATEWAY_MAX_PORTS_PER_HELLO" in refused.value.message
+        assert refused.value.details == {"field": "ports", "limit": limit}

@@ -32,7 +32,6 @@ from gateway.wire import (
     Source,
 )
 
-MAX_PORTS_PER_HELLO = 64
 # `$(?!\n)`, not `$`: msgspec matches with Python's re.search, where `$` also matches before a
 # final newline ("cursor\n"); the lookahead means the same in the JSON Schema (ECMA) dialect.
 IDE_TYPE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,31}$(?!\n)"
@@ -94,13 +93,8 @@ Title = Annotated[
         max_length=MAX_TITLE_CHARS, description=f"a string of at most {MAX_TITLE_CHARS} characters"
     ),
 ]
-Ports = Annotated[
-    list[Port],
-    msgspec.Meta(
-        max_length=MAX_PORTS_PER_HELLO,
-        description=f"a list of at most {MAX_PORTS_PER_HELLO} ports",
-    ),
-]
+# The list's length limit is the configured one (Limits), checked after decoding.
+Ports = Annotated[list[Port], msgspec.Meta(description="a list of ports")]
 SessionId = Annotated[uuid.UUID, msgspec.Meta(description="a session's uuid")]
 SinceSeq = Annotated[
     int, msgspec.Meta(ge=0, le=MAX_SEQ, description=f"an integer from 0 to {MAX_SEQ}")

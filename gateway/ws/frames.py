@@ -77,6 +77,7 @@ class WelcomeLimits(msgspec.Struct, forbid_unknown_fields=True):
     max_content_bytes: int
     max_metadata_bytes: int
     max_batch_items: int
+    max_ports_per_hello: int
     max_client_id_chars: int
     max_ref_chars: int
 
@@ -198,6 +199,7 @@ def welcome(ref: str | None, user_id: str, server_version: str, limits: Limits) 
                 limits.max_content_bytes,
                 limits.max_metadata_bytes,
                 limits.max_batch_items,
+                limits.max_ports_per_hello,
                 MAX_CLIENT_ID_CHARS,
                 MAX_REF_CHARS,
             ),

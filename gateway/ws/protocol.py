@@ -48,6 +48,7 @@ class Limits:
     max_content_bytes: int
     max_metadata_bytes: int
     max_batch_items: int
+    max_ports_per_hello: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +195,7 @@ def _command(frame: ClientFrame, limits: Limits) -> Command:
             _no_nul(frame.title, "title")
         return SessionNew(frame.ref, frame.port, frame.title)
     if isinstance(frame, HelloFrame):
-        return _hello(frame)
+        return _hello(frame, limits)
     if isinstance(frame, PingFrame):
         return Ping(frame.ref)
     if isinstance(frame, SubscribeFrame):
@@ -276,7 +277,13 @@ def _metadata_json(raw: msgspec.Raw | msgspec.UnsetType, name: str, limits: Limi
     return metadata_json
 
 
-def _hello(frame: HelloFrame) -> Hello:
+def _hello(frame: HelloFrame, limits: Limits) -> Hello:
+    if len(frame.ports) > limits.max_ports_per_hello:
+        raise TooLarge(
+            f"a hello names at most {limits.max_ports_per_hello} ports"
+            f" (GATEWAY_MAX_PORTS_PER_HELLO), got {len(frame.ports)}",
+            details={"field": "ports", "limit": limits.max_ports_per_hello},
+        )
     client: str | None = None
     if not isinstance(frame.client, msgspec.UnsetType):
         value = orjson.loads(bytes(frame.client))
