@@ -21,11 +21,12 @@ from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
 import asyncpg
+import msgspec
 import prometheus_client
 import redis.asyncio as aioredis
 import uvicorn
 
-from gateway import VERSION
+from gateway import VERSION, loadtest
 from gateway.app import create_app
 from gateway.auth import TokenVerifier, issue_token, parse_duration
 from gateway.cli_parser import build_parser
@@ -367,7 +368,33 @@ def _token(settings: Settings, args: argparse.Namespace, given: Labels) -> None:
         raise PreflightError(str(exc)) from None
 
 
+# --- loadtest -----------------------------------------------------------------------------
+
+
+def _loadtest(settings: Settings, args: argparse.Namespace, given: Labels) -> None:
+    if not args.url.startswith(("http://", "https://")):
+        raise PreflightError(f"URL={args.url!r} must start with http:// or https://")
+    for name in ("connections", "ports", "messages", "in_flight", "batch", "content_bytes"):
+        if getattr(args, name) < 1:
+            raise PreflightError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.rate < 0 or not 0 <= args.resend_share <= 1:
+        raise PreflightError("--rate must not be negative; --resend-share is from 0 to 1")
+    plan = loadtest.Plan(
+        url=args.url, connections=args.connections, ports=args.ports, messages=args.messages,
+        rate=args.rate, in_flight=args.in_flight, batch=args.batch,
+        resend_share=args.resend_share, content_bytes=args.content_bytes, token=args.token,
+        persist_wait_s=args.persist_wait,
+    )  # fmt: skip
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+    with progress_bar("messages acked", loadtest.expected_acks(plan)) as done:
+        report = asyncio.run(loadtest.run(plan, done))
+    print(msgspec.json.encode(report).decode() if args.json else "\n".join(report.lines()))
+    if not report.persisted:
+        sys.exit(1)
+
+
 HANDLERS: dict[str, Callable[[Settings, argparse.Namespace, Labels], None]] = {
+    "loadtest": _loadtest,
     "serve": _serve,
     "writer": _writer,
     "migrate": _migrate,

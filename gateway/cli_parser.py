@@ -144,6 +144,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch", type=int, default=5_000, help="messages scanned per statement (default 5000)"
     )
 
+    load = command(
+        "loadtest",
+        "offer load to a gateway and report what it acked and persisted",
+        "Open K IDE connections over P ports, send new messages (and re-sends of some, which"
+        " must come back duplicate) flat out or at a paced rate (open loop), then report what"
+        " was offered, acked and refused, throughput and ack latency, and whether every acked"
+        " message reached PostgreSQL (exit 1 if not). Works against any gateway URL.",
+        parents=(),
+    )
+    load.add_argument("url", metavar="URL", help="the gateway, like http://127.0.0.1:8000")
+    for flag, kind, default, what in (
+        ("--connections", int, 50, "IDE connections"),
+        ("--ports", int, 10, "ports they spread over"),
+        ("--messages", int, 10_000, "frames of new messages, over all connections"),
+        ("--rate", float, 0.0, "frames per second over all connections; 0: flat out"),
+        ("--in-flight", int, 10, "frames unanswered per connection when flat out"),
+        ("--batch", int, 1, "messages per frame (more than 1: extracted batches)"),
+        ("--resend-share", float, 0.1, "share of frames re-sent, to exercise dedup"),
+        ("--content-bytes", int, 300, "size of each message's content"),
+        ("--persist-wait", float, 60.0, "seconds the writers get to commit what was acked"),
+    ):
+        load.add_argument(flag, type=kind, default=default, help=f"{what} (default {default})")
+    load.add_argument(
+        "--token", default="", help="a token for token-mode gateways (default: none)"
+    )
+    load.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
     token = command(
         "token",
         "print a signed token for a user (needs GATEWAY_AUTH_SECRET)",
