@@ -148,8 +148,7 @@ def _split(total: int, parts: int) -> list[int]:
 @contextlib.asynccontextmanager
 async def _connect(plan: Plan, index: int) -> AsyncIterator[ClientConnection]:
     ws_url = plan.url.replace("http", "ws", 1).rstrip("/") + "/ws"
-    headers = {"Authorization": f"Bearer {plan.token}"} if plan.token else None
-    async with connect(ws_url, additional_headers=headers, open_timeout=30) as ws:
+    async with connect(ws_url, additional_headers=_auth(plan), open_timeout=30) as ws:
         port = plan.first_port + index % plan.ports
         hello = {"type": "hello", "kind": "ide", "ports": [port], "client": {"name": "loadtest"}}
         await ws.send(orjson.dumps(hello).decode())
@@ -244,24 +243,22 @@ def _count_ack(tally: _Tally, ack: dict[str, Any]) -> None:
 
 async def _missing_persisted(plan: Plan, newest_seq: dict[str, int]) -> int:
     """Acked messages not committed once the writers had `persist_wait_s` to catch up."""
-    headers = {"Authorization": f"Bearer {plan.token}"} if plan.token else {}
     deadline = time.monotonic() + plan.persist_wait_s
-    async with httpx.AsyncClient(base_url=plan.url, headers=headers, timeout=30) as http:
-        pending = dict(newest_seq)
-        while pending:
-            for session_id, seq in list(pending.items()):
+    committed = dict.fromkeys(newest_seq, 0)  # session id -> message_count last read
+    async with httpx.AsyncClient(base_url=plan.url, headers=_auth(plan), timeout=30) as http:
+        while True:
+            for session_id in [s for s, seq in newest_seq.items() if committed[s] < seq]:
                 response = await http.get(f"/api/sessions/{session_id}")
-                if response.status_code == 200 and response.json()["message_count"] >= seq:
-                    del pending[session_id]
-            if not pending or time.monotonic() > deadline:
-                break
+                if response.status_code == 200:
+                    committed[session_id] = int(response.json()["message_count"])
+            missing = sum(max(0, seq - committed[s]) for s, seq in newest_seq.items())
+            if not missing or time.monotonic() > deadline:
+                return missing
             await asyncio.sleep(0.2)  # polling the API: the writer has no event for us
-        missing = 0
-        for session_id in pending:
-            response = await http.get(f"/api/sessions/{session_id}")
-            count = response.json().get("message_count", 0) if response.status_code == 200 else 0
-            missing += max(0, pending[session_id] - int(count))
-    return missing
+
+
+def _auth(plan: Plan) -> dict[str, str]:
+    return {"Authorization": f"Bearer {plan.token}"} if plan.token else {}
 
 
 def _percentiles(sorted_ms: list[float]) -> dict[str, float]:

@@ -11,9 +11,10 @@ script can read it. Tokens are compared in constant time.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from pathlib import Path
+
+from storage.embedded import write_private_file
 
 FILE_NAME = "local-token"
 COOKIE_NAME = "chat_gateway_local_token"
@@ -36,9 +37,7 @@ def load_or_create_local_token(data_dir: Path) -> tuple[Path, str]:
         return path, token
     data_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(_TOKEN_BYTES)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(token + "\n")
+    write_private_file(path, token)
     return path, token
 
 

@@ -100,8 +100,6 @@ class RateLimits:
             user = self._users[user_id] = _User(bucket=_bucket(self.per_user_rate, self.burst_s))
         limit = self.max_connections_per_user
         if limit and user.connections >= limit:
-            if not user.connections:
-                del self._users[user_id]
             raise Forbidden(
                 f"user {user_id} has {user.connections} connections open here, the limit"
                 " (GATEWAY_MAX_CONNECTIONS_PER_USER); close some first"

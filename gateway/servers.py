@@ -31,6 +31,7 @@ from storage.embedded import (
     embedded_redis,
     has_postgres_cluster,
     has_valkey_data,
+    write_private_file,
 )
 
 log = logging.getLogger("chat_gateway")
@@ -92,16 +93,16 @@ def servers_for(
     """`settings` with the URLs the command uses, after logging where each comes from.
 
     `serve=True` starts embedded servers for the URLs not given (creating a cluster on the
-    first start) and records them; otherwise the command takes a running serve's servers,
-    or starts the data folder's existing ones. `redis=False`: the command needs no Redis.
+    first start) and records them; its caller has run `check_folder_free` first (before
+    its port checks, so a second serve on the folder is named as such). Otherwise the
+    command takes a running serve's servers, or starts the data folder's existing ones.
+    `redis=False`: the command needs no Redis.
     `labels` names how each URL was set when not by its variable (a flag). Raises
     `PreflightError` before anything starts when a URL is bad or nothing can be found.
     """
     data_dir = settings.data_dir
     names = {"database_url": "GATEWAY_DATABASE_URL", "redis_url": "GATEWAY_REDIS_URL"}
     names.update({k: v for k, v in (labels or {}).items() if k in names})
-    if serve:
-        check_folder_free(settings)
     # A serve never shares another's servers; the other commands use a running serve's.
     recorded = None if serve else running_serve(data_dir)
     wanted = ("database_url", "redis_url") if redis else ("database_url",)
@@ -174,9 +175,7 @@ def _recorded(data_dir: Path, settings: Settings) -> Iterator[None]:
         "database_url": settings.database_url,
         "redis_url": settings.redis_url,
     }
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(record, out)
+    write_private_file(path, json.dumps(record))
     try:
         yield
     finally:

@@ -79,7 +79,7 @@ class Settings:
     # Run the batch writer inside `serve`. False: only the gateway (run `chat-gateway writer`).
     run_writer: bool = True
     # Where the embedded servers keep their data across restarts (see default_data_dir).
-    data_dir: Path = field(default_factory=lambda: default_data_dir())
+    data_dir: Path = field(default_factory=default_data_dir)
     # Every Redis key starts with this; tests isolate themselves with their own prefix.
     key_prefix: str = "cg:"
     # Largest WebSocket frame accepted; larger frames close the connection with 1009.

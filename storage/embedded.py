@@ -328,7 +328,7 @@ def _init_cluster(bin_dir: Path, cluster: Path, account: _Account | None) -> Non
     single = [str(bin_dir / "postgres"), "--single", "-D", str(cluster), "-c", "exit_on_error=on"]
     sql = f"CREATE DATABASE {PG_DATABASE}\n".encode()
     _run("postgres --single", [*single, "postgres"], cwd=cluster, account=account, stdin=sql)
-    _write_secret(cluster / _PG_PASSWORD_FILE, password, account)
+    write_private_file(cluster / _PG_PASSWORD_FILE, password, account)
 
 
 def _pg_is_ready(bin_dir: Path, port: int) -> bool:
@@ -675,12 +675,13 @@ def _load_or_create_secret(path: Path) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         password = secrets.token_urlsafe(24)
-        _write_secret(path, password, None)
+        write_private_file(path, password)
         return password
 
 
-def _write_secret(path: Path, secret: str, account: _Account | None) -> None:
-    """Write `secret` to `path`, mode 0600, atomically (a crash leaves the old file or none)."""
+def write_private_file(path: Path, secret: str, account: _Account | None = None) -> None:
+    """Write `secret` (and a newline) to `path`, mode 0600, atomically: a crash leaves the
+    old file or none. Passwords here; the local token and servers.json in gateway/."""
     staging = path.with_name(f".{path.name}.tmp")
     fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
