@@ -11,13 +11,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib
 import ipaddress
 import logging
+import math
 import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import NoReturn
 
 import asyncpg
@@ -372,25 +375,57 @@ def _token(settings: Settings, args: argparse.Namespace, given: Labels) -> None:
 
 
 def _loadtest(settings: Settings, args: argparse.Namespace, given: Labels) -> None:
+    plan = _load_plan(args)
+    if args.plot is not None:
+        _check_plot(args.plot)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+    timeline: list[loadtest.AckSample] | None = [] if args.plot is not None else None
+    # A flat-out --duration run has no count to reach: a spinner with the count instead.
+    total = loadtest.expected_acks(plan) if plan.new_frames is not None else None
+    with progress_bar("messages acked", total) as done:
+        report = asyncio.run(loadtest.run(plan, done, timeline))
+    print(msgspec.json.encode(report).decode() if args.json else "\n".join(report.lines()))
+    if timeline is not None:
+        title = f"{plan.connections} connections, {plan.ports} ports, {args.url}"
+        loadtest.plot(timeline, args.plot, title)
+    if not report.ok():
+        sys.exit(1)
+
+
+def _load_plan(args: argparse.Namespace) -> loadtest.Plan:
+    """The plan the flags ask for, each wrong flag refused in one line."""
     if not args.url.startswith(("http://", "https://")):
         raise PreflightError(f"URL={args.url!r} must start with http:// or https://")
+    if args.messages is not None and args.duration is not None:
+        raise PreflightError("--messages and --duration: give one, a count of frames or a time")
     for name in ("connections", "ports", "messages", "in_flight", "batch", "content_bytes"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise PreflightError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.rate < 0 or not 0 <= args.resend_share <= 1:
-        raise PreflightError("--rate must not be negative; --resend-share is from 0 to 1")
-    plan = loadtest.Plan(
-        url=args.url, connections=args.connections, ports=args.ports, messages=args.messages,
-        rate=args.rate, in_flight=args.in_flight, batch=args.batch,
-        resend_share=args.resend_share, content_bytes=args.content_bytes, token=args.token,
-        persist_wait_s=args.persist_wait,
+    if args.duration is not None and not 0 < args.duration < math.inf:
+        raise PreflightError("--duration must be a number of seconds above 0")
+    if args.subscribers < 0 or args.rate < 0:
+        raise PreflightError("--subscribers and --rate must not be negative")
+    for name in ("resend_share", "edit_share"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise PreflightError(f"--{name.replace('_', '-')} is from 0 to 1")
+    return loadtest.Plan(
+        url=args.url, connections=args.connections, ports=args.ports,
+        messages=10_000 if args.messages is None else args.messages,
+        duration_s=args.duration or 0.0, rate=args.rate, in_flight=args.in_flight,
+        batch=args.batch, resend_share=args.resend_share, edit_share=args.edit_share,
+        subscribers=args.subscribers, content_bytes=args.content_bytes, token=args.token,
+        persist_wait_s=args.persist_wait, check_persisted=not args.no_persistence_check,
     )  # fmt: skip
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
-    with progress_bar("messages acked", loadtest.expected_acks(plan)) as done:
-        report = asyncio.run(loadtest.run(plan, done))
-    print(msgspec.json.encode(report).decode() if args.json else "\n".join(report.lines()))
-    if not report.persisted:
-        sys.exit(1)
+
+
+def _check_plot(path: Path) -> None:
+    """--plot needs matplotlib (an extra) and a folder to write to: say so before the run."""
+    try:
+        importlib.import_module("matplotlib")
+    except ImportError:
+        raise PreflightError("--plot needs matplotlib: pip install 'chat-gateway[plot]'") from None
+    if not path.parent.is_dir():
+        raise PreflightError(f"--plot={path}: there is no folder {path.parent}")
 
 
 HANDLERS: dict[str, Callable[[Settings, argparse.Namespace, Labels], None]] = {

@@ -146,29 +146,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     load = command(
         "loadtest",
-        "offer load to a gateway and report what it acked and persisted",
-        "Open K IDE connections over P ports, send new messages (and re-sends of some, which"
-        " must come back duplicate) flat out or at a paced rate (open loop), then report what"
-        " was offered, acked and refused, throughput and ack latency, and whether every acked"
-        " message reached PostgreSQL (exit 1 if not). Works against any gateway URL.",
+        "offer load to a gateway and report what it acked, fanned out and persisted",
+        "Open K IDE connections over P ports (and S subscribed UI tabs per port), send new"
+        " user and assistant messages (with re-sends of some, which must come back duplicate,"
+        " and edits growing the newest reply, which must come back updated) flat out or at a"
+        " paced rate (open loop), for a count of frames or a time, then report what was"
+        " offered, acked and refused, throughput and ack latency, fan-out latency and seq gaps"
+        " at the tabs, ack-to-commit lag, and whether every acked message reached PostgreSQL"
+        " (exit 1 if not, or if a tab missed or repeated a seq). Works against any gateway URL.",
         parents=(),
     )
     load.add_argument("url", metavar="URL", help="the gateway, like http://127.0.0.1:8000")
     for flag, kind, default, what in (
         ("--connections", int, 50, "IDE connections"),
         ("--ports", int, 10, "ports they spread over"),
-        ("--messages", int, 10_000, "frames of new messages, over all connections"),
+        ("--subscribers", int, 0, "UI tabs subscribed to each port, checked for seq gaps"),
         ("--rate", float, 0.0, "frames per second over all connections; 0: flat out"),
         ("--in-flight", int, 10, "frames unanswered per connection when flat out"),
         ("--batch", int, 1, "messages per frame (more than 1: extracted batches)"),
         ("--resend-share", float, 0.1, "share of frames re-sent, to exercise dedup"),
+        ("--edit-share", float, 0.0, "share of frames that grow the newest assistant reply"),
         ("--content-bytes", int, 300, "size of each message's content"),
-        ("--persist-wait", float, 60.0, "seconds the writers get to commit what was acked"),
+        ("--persist-wait", float, 60.0, "seconds writers and tabs get to catch up at the end"),
     ):
         load.add_argument(flag, type=kind, default=default, help=f"{what} (default {default})")
     load.add_argument(
-        "--token", default="", help="a token for token-mode gateways (default: none)"
-    )
+        "--messages", type=int, default=None,
+        help="frames of new messages, over all connections (default 10000; not with --duration)",
+    )  # fmt: skip
+    load.add_argument(
+        "--duration", type=float, default=None, metavar="SECONDS",
+        help="run for this long instead of for a count of frames; with --rate, rate x duration"
+        " frames (default: none, a count; not with --messages)",
+    )  # fmt: skip
+    load.add_argument("--token", default="", help="a token for token-mode gateways (default: none)")
+    load.add_argument(
+        "--plot", type=Path, default=None, metavar="FILE.png",
+        help="draw ack latency and throughput over time to this PNG (needs matplotlib; default:"
+        " no plot)",
+    )  # fmt: skip
+    load.add_argument(
+        "--no-persistence-check", action="store_true",
+        help="read nothing through the HTTP API, for servers that have none: no persistence"
+        " check and no commit lag (default: checked)",
+    )  # fmt: skip
     load.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
     token = command(
