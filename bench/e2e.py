@@ -45,6 +45,7 @@ from bench.harness import (
     machine,
     server_process,
     servers,
+    tree_cpu_seconds,
 )
 from gateway import loadtest
 from storage.writer import WriterConfig
@@ -65,6 +66,11 @@ class Result:
     errors: int
     acked: int = 0  # messages acked, re-sends included
     duplicates: int = 0  # re-sends acked as duplicates (the echo server keeps nothing: 0)
+    # CPU time per message acked, from the first frame until all was persisted: of the
+    # server's processes, and of PostgreSQL and Valkey. Steadier than throughput on a small
+    # machine, where the load client competes for the same cores.
+    server_cpu_us: float | None = None
+    storage_cpu_us: float | None = None
 
 
 @contextlib.asynccontextmanager
@@ -101,6 +107,7 @@ async def run_target(
             return await raw_copy(database_url, plan.messages)
         async with target_server(target, database_url, redis_url, workers) as server:
             url = f"http://127.0.0.1:{server.port}"
+            cpu_before = _cpu_split(server.proc.pid)
             started = time.perf_counter()
             report = await loadtest.run(_quiet(plan, url))
             persisted_s = (
@@ -108,7 +115,10 @@ async def run_target(
                 if target == "echo"
                 else await _until_stored(database_url, report.created) - started
             )
+            cpu = [after - before for after, before in zip(_cpu_split(server.proc.pid),
+                                                           cpu_before, strict=True)]  # fmt: skip
     latency = report.ack_latency_ms
+    per_message_us = 1e6 / max(1, report.acked)
     return Result(
         target=target if workers == 1 else f"{target}, {workers} workers",
         acked_per_s=report.acked_per_s,
@@ -118,7 +128,17 @@ async def run_target(
         errors=sum(report.errors.values()),
         acked=report.acked,
         duplicates=report.duplicates,
+        server_cpu_us=cpu[0] * per_message_us,
+        storage_cpu_us=cpu[1] * per_message_us,
     )
+
+
+def _cpu_split(server_pid: int) -> tuple[float, float]:
+    """CPU seconds so far of the target server (with its worker processes), and of
+    PostgreSQL and Valkey (this process's other children)."""
+    own, workers = tree_cpu_seconds(server_pid)
+    _, children = tree_cpu_seconds(os.getpid())
+    return own + workers, children - own - workers
 
 
 def _quiet(plan: loadtest.Plan, url: str) -> loadtest.Plan:
@@ -151,10 +171,13 @@ async def raw_copy(database_url: str, rows: int) -> Result:
     ]  # fmt: skip
     conn = await asyncpg.connect(database_url)
     try:
+        _, before = tree_cpu_seconds(os.getpid())
         seconds = await copy_in_batches(conn, records, WriterConfig().batch_rows)
+        _, after = tree_cpu_seconds(os.getpid())
     finally:
         await conn.close()
-    return Result("copy", rows / seconds, rows / seconds, None, None, 0, acked=rows)
+    return Result("copy", rows / seconds, rows / seconds, None, None, 0, acked=rows,
+                  storage_cpu_us=(after - before) * 1e6 / rows)  # fmt: skip
 
 
 def table(results: Sequence[Result]) -> list[str]:
@@ -170,11 +193,13 @@ def table(results: Sequence[Result]) -> list[str]:
         return "-" if value is None else f"{value:,.0f}{unit}" if unit else f"{value:.1f}"
 
     lines = ["| target | acked msg/s | persisted msg/s | ack p50 ms | ack p99 ms | errors"
-             " | vs reference | vs naive |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             " | server CPU us/msg | PostgreSQL+Valkey CPU us/msg | vs reference | vs naive |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
         lines.append(
             f"| {r.target} | {number(r.acked_per_s, ' ')} | {number(r.persisted_per_s, ' ')}"
             f" | {number(r.p50_ms)} | {number(r.p99_ms)} | {r.errors}"
+            f" | {number(r.server_cpu_us)} | {number(r.storage_cpu_us)}"
             f" | {ratio(r, reference)} | {ratio(r, naive)} |"
         )
     return lines

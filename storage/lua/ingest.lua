@@ -82,15 +82,42 @@ local function all_duplicates(state, items)
   return true
 end
 
+-- Looked up once per call, not once per request: a call holds many requests of the same few
+-- ports, and nothing in it changes which session is active or drops a session's state.
+-- `active` maps 'user port' to the session id (false: none); `loaded` maps a session id to
+-- whether its state exists. The states to re-expire (`expire`) and the sessions to add to
+-- each port's buffered set (`buffered_in`, in the order `buffered_at`) are written once, at
+-- the end.
+local active, loaded, expire, buffered_in, buffered_at = {}, {}, {}, {}, {}
+
+local function active_session(user, port)
+  local name = user .. ' ' .. port
+  local sid = active[name]
+  if sid == nil then
+    sid = redis.call('GET', key.active(user, port))
+    active[name] = sid
+  end
+  return sid
+end
+
+local function state_loaded(sid, state)
+  local known = loaded[sid]
+  if known == nil then
+    known = redis.call('EXISTS', state) == 1
+    loaded[sid] = known
+  end
+  return known
+end
+
 for r = 1, #input[4] do
   local request = input[4][r]
   local user, notify, items = request[1], request[3], request[4]
   local port = string.format('%d', request[2])
-  local sid = redis.call('GET', key.active(user, port))
+  local sid = active_session(user, port)
   local state = sid and key.session_state(sid)
   if not sid then
     out[#out + 1] = {'S'}
-  elseif redis.call('EXISTS', state) == 0 then
+  elseif not state_loaded(sid, state) then
     out[#out + 1] = {'L', sid}
   elseif max_buffered > 0 and buffered + added >= max_buffered
       and not all_duplicates(state, items) then
@@ -141,18 +168,33 @@ for r = 1, #input[4] do
       end
     end
     if stored then
-      redis.call('SADD', key.port_buffered(user, port), sid)
+      local at = key.port_buffered(user, port)
+      local members = buffered_in[at]
+      if not members then
+        members = {}
+        buffered_in[at] = members
+        buffered_at[#buffered_at + 1] = at
+      end
+      members[sid] = true
       waiting[#waiting + 1] = reply
       if notify ~= '' then
         fields[#fields + 1] = 'n' .. #fields
         fields[#fields + 1] = notify
       end
     end
-    redis.call('EXPIRE', state, ttl)
+    expire[state] = true
     out[#out + 1] = reply
   end
 end
 append_entry()
+for _, at in ipairs(buffered_at) do
+  for sid in pairs(buffered_in[at]) do
+    redis.call('SADD', at, sid)
+  end
+end
+for state in pairs(expire) do
+  redis.call('EXPIRE', state, ttl)
+end
 if added > 0 then
   redis.call('INCRBY', counter, added)
 end
