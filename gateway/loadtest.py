@@ -108,7 +108,9 @@ class Report(msgspec.Struct, kw_only=True):
     persisted: bool = False
     not_persisted: int = 0  # messages acked but missing from PostgreSQL after the wait
     commit_lag_ms: dict[str, float] = msgspec.field(default_factory=dict)
-    commit_sample_ms: float = 0.0  # mean time between two reads of a session: lag resolution
+    # Mean time between two reads of a session: the lag's resolution. 0 when no session needed
+    # a second read (each was committed when first read: a short or light run).
+    commit_sample_ms: float = 0.0
     subscribers: int = 0  # tabs connected
     fanout_events: int = 0  # message events the tabs got, edits included
     fanout_latency_ms: dict[str, float] = msgspec.field(default_factory=dict)
@@ -140,8 +142,7 @@ class Report(msgspec.Struct, kw_only=True):
             lines += [
                 f"persisted  {'yes' if self.persisted else 'NO'}: {self.sessions} sessions"
                 f" checked, {self.not_persisted} acked messages missing",
-                f"commit lag {_joined(self.commit_lag_ms)} ms after the ack (sampled every"
-                f" {self.commit_sample_ms:.0f} ms)",
+                f"commit lag {_joined(self.commit_lag_ms)} ms after the ack ({self._sampling()})",
             ]
         if self.subscribers:
             lines += [
@@ -152,6 +153,11 @@ class Report(msgspec.Struct, kw_only=True):
                 f"fan-out    {_joined(self.fanout_latency_ms)} ms from send to tab",
             ]
         return lines
+
+    def _sampling(self) -> str:
+        if not self.commit_sample_ms:
+            return "each session read once: committed by its first read"
+        return f"sampled every {self.commit_sample_ms:.0f} ms"
 
 
 def _joined(figures: dict[str, float]) -> str:

@@ -96,19 +96,32 @@ async def test_ingest_and_settle_touch_exactly_the_keys_keys_names(
     redis: aioredis.Redis, db: asyncpg.Pool
 ) -> None:
     """An ingest (a new message and an edit) creates and publishes only names `Keys` gives,
-    the port read finds its rows there, and the writer's settle removes them by those names."""
+    the port read finds its rows there, and the writer's settle removes them by those names.
+    Rows are published only while the session's channel has a subscriber: the first message,
+    sent before anyone listened, is not; the edit, sent after, is."""
     keys = Keys(f"k{uuid.uuid4().hex[:8]}:")
     user = f"u{uuid.uuid4().hex[:8]}"
     buffer = IngestBuffer(redis, db, keys, state_ttl_s=60, max_buffered_messages=100)
+    listener = redis.pubsub()
     async with buffer.running(), _published(redis, keys) as channels:
         first: Outcome = await buffer.submit(
             user, PORT, "cursor", [buffer_item(user, PORT, _item("c-1", "v1"))]
         )
+        sid = first.session_id
+        await listener.subscribe(keys.session_channel(sid))
         edit: Outcome = await buffer.submit(
             user, PORT, "cursor", [buffer_item(user, PORT, _item("c-1", "v2"))]
         )
+    try:
+        published = None
+        async with asyncio.timeout(10):
+            while published is None:  # None also for the subscribe confirmation it skips
+                published = await listener.get_message(ignore_subscribe_messages=True, timeout=1)
+        assert b'"content":"v2"' in published["data"], published
+        assert b'"content":"v1"' not in published["data"]
+    finally:
+        await listener.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
     assert [o.flag for o in first.items + edit.items] == [Flag.STORED, Flag.UPDATED]
-    sid = first.session_id
     assert await _keys_under(redis, keys) == {
         keys.active(user, PORT),
         keys.session_state(sid),

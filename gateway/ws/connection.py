@@ -270,10 +270,10 @@ class Connection:
             try:
                 command = parse_frame(text, self._limits)
             except FrameError as exc:
-                self._metrics.frames_in.labels("invalid").inc()
+                self._metrics.frames_in.inc("invalid")
                 await self._queue(frames.error(exc, exc.ref), None)
                 continue
-            self._metrics.frames_in.labels(_COMMAND_TYPES[type(command)]).inc()
+            self._metrics.frames_in.inc(_COMMAND_TYPES[type(command)])
             await self._dispatch(command)
 
     async def _dispatch(self, command: Command) -> None:
@@ -380,9 +380,9 @@ class Connection:
 
     async def _send(self, frame: Frame) -> None:
         await self._websocket.send_text(frame.text)
-        self._metrics.frames_out.labels(frame.kind).inc()
+        self._metrics.frames_out.inc(frame.kind)
         if frame.error_code is not None:
-            self._metrics.errors.labels(frame.error_code).inc()
+            self._metrics.errors.inc(frame.error_code)
 
     async def _send_replies(self) -> None:
         """Send replies in the order their frames arrived; a failed reply becomes an error."""

@@ -16,9 +16,8 @@ from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter
-
 from gateway.errors import Overloaded
+from gateway.metrics import CounterByLabel
 from gateway.wire import ide_type_for_port
 from gateway.ws import frames
 from gateway.ws.durable import PersistWaiter
@@ -26,7 +25,7 @@ from gateway.ws.frames import Frame, ItemResult
 from gateway.ws.protocol import Ingest, MessageItem
 from storage import rows
 from storage.buffer import BufferFull, BufferItem, BufferUnavailable, IngestBuffer, Outcome
-from storage.ids import new_id
+from storage.ids import new_id_text
 from storage.rows import Flag
 
 # How long a client refused at a buffer cap should wait before resending: about what the
@@ -39,7 +38,7 @@ class Ingestor:
     buffer: IngestBuffer
     waiter: PersistWaiter
     durable_timeout_s: float
-    acks: Counter  # the acks metric, by durability
+    acks: CounterByLabel  # the acks metric, by durability
 
     def start_ingest(self, user_id: str, command: Ingest) -> Coroutine[Any, Any, Frame]:
         """Submit the frame's items now; the returned coroutine yields its `ack` frame.
@@ -92,7 +91,7 @@ class Ingestor:
             for item, o in zip(command.items, outcome.items, strict=True)
         ]
         durability = "persisted" if persisted is not None else "buffered"
-        self.acks.labels(durability).inc()
+        self.acks.inc(durability)
         return frames.ack(command.ref, outcome.session_id, command.port, results, durability)
 
     async def _wait_persisted(self, outcome: Outcome, persisted: asyncio.Future[None]) -> None:
@@ -176,7 +175,7 @@ def buffer_item(user_id: str, port: int, item: MessageItem) -> BufferItem:
         client_ts=item.client_ts,
         metadata_json=item.metadata_json,
     )
-    return BufferItem(item.dedup_key, item.content_hash, str(new_id()), row_tail)
+    return BufferItem(item.dedup_key, item.content_hash, new_id_text(), row_tail)
 
 
 def session_id_or_none(raw: str) -> uuid.UUID | None:

@@ -4,7 +4,9 @@
 -- The stored rows of all requests go into one stream entry (a few if there are very many),
 -- so the writer reads, decodes and acknowledges few large entries instead of many small ones.
 --
--- ARGV[1] is one JSON document (one argument, so the client packs it in a single C call):
+-- ARGV[1] is one MessagePack array (one argument, so the client packs it in a single C call;
+-- MessagePack rather than JSON because the row tails are JSON text, which JSON would escape
+-- quote by quote and cjson unescape at about twice cmsgpack's cost):
 --   [prefix, ttl_seconds, now_ms, [request, ...], max_buffered]
 --   request = [user, port, notify, [dedup_key, content_hash, new_id, row_tail, ...]]
 -- row_tail is the JSON object of the row without its opening brace and without the fields this
@@ -22,7 +24,7 @@
 -- sessions with rows in the buffer (its reads look there; settle.lua removes a session once it
 -- holds none).
 --
--- Reply: a JSON array, one array per request (storage/rows.py: Reply and Flag):
+-- Reply: a MessagePack array, one array per request (storage/rows.py: Reply and Flag):
 --   ["S"]              no active session is known for (user, port): resolve it, then retry
 --   ["L", sid]         the session's dedup state is not in Redis: load it, then retry
 --   ["O", buffered]    the buffer is at its cap (buffered rows): nothing stored, retry later
@@ -30,7 +32,7 @@
 --                      entry is the stream entry id ('' when nothing new was stored); flag is
 --                      0 stored, 1 duplicate (already committed), 2 updated (an edit),
 --                      3 duplicate whose original is still only in the buffer
-local input = cjson.decode(ARGV[1])
+local input = cmsgpack.unpack(ARGV[1])
 local key = key_names(input[1])
 local stream, ttl = key.stream(), input[2]
 local now = string.format('%d', input[3])
@@ -56,18 +58,27 @@ local function append_entry()
 end
 
 -- Rows to publish, per session channel, in seq order: live subscribers get them from here.
+-- Only channels somebody listens to (`published[channel]` is false for the others): a
+-- subscriber reads storage only once Redis has confirmed its subscription (gateway/ws/hub.py),
+-- and this script runs wholly before or after that, so a row not published here for want of
+-- listeners is in storage by the time one reads it. Most sessions have nobody watching:
+-- this saves copying their rows into a publication nobody gets.
 local published, channels = {}, {}
 
 local function add_row(channel, row)
   fields[#fields + 1] = 'r' .. #fields
   fields[#fields + 1] = row
   local rows = published[channel]
-  if not rows then
-    rows = {}
+  if rows == nil then
+    rows = redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0 and {}
     published[channel] = rows
-    channels[#channels + 1] = channel
+    if rows then
+      channels[#channels + 1] = channel
+    end
   end
-  rows[#rows + 1] = row
+  if rows then
+    rows[#rows + 1] = row
+  end
 end
 
 -- Whether every item is already stored with the same content (a resend): then it stores
@@ -201,4 +212,4 @@ end
 for _, channel in ipairs(channels) do
   redis.call('PUBLISH', channel, '[' .. table.concat(published[channel], ',') .. ']')
 end
-return cjson.encode(out)
+return cmsgpack.pack(out)
