@@ -1,6 +1,6 @@
 """End to end, in one run on one machine with one client: the gateway against its baselines.
 
-    python -m bench.e2e [--messages 100000] [--connections 200] [--in-flight 10]
+    python -m bench.e2e [--messages 100000] [--connections 200] [--in-flight 10] [--rate R]
 
 The same load (`gateway.loadtest`: K IDE connections over P ports, N frames of new messages
 flat out with F frames in flight each, plus 10 % re-sends) is offered in turn to:
@@ -209,9 +209,11 @@ async def main_async(args: argparse.Namespace) -> None:
     plan = loadtest.Plan(
         url="", connections=args.connections, ports=args.ports, messages=args.messages,
         in_flight=args.in_flight, batch=args.batch, resend_share=0.1, content_bytes=300,
+        rate=args.rate,
     )  # fmt: skip
+    pace = f"paced at {plan.rate:g} frames/s" if plan.rate else f"{plan.in_flight} in flight each"
     print(f"# e2e: {plan.connections} connections over {plan.ports} ports, {plan.messages}"
-          f" frames of {plan.batch} + 10 % re-sends, {plan.in_flight} in flight each")  # fmt: skip
+          f" frames of {plan.batch} + 10 % re-sends, {pace}")  # fmt: skip
     print(f"# {machine()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     results = []
     with servers(shared_buffers="512MB") as (server_url, redis_url):
@@ -228,7 +230,12 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000, help="frames of new messages")
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--ports", type=int, default=10)
-    parser.add_argument("--in-flight", type=int, default=10)
+    parser.add_argument("--in-flight", type=int, default=10, help="frames unanswered, flat out")
+    parser.add_argument(
+        "--rate", type=float, default=0.0,
+        help="frames per second over all connections, open loop (0: flat out): for ack"
+        " latency at a given load, which flat out is only queueing",
+    )  # fmt: skip
     parser.add_argument("--batch", type=int, default=1, help="messages per frame")
     parser.add_argument("--workers", type=int, default=1, help="also run the gateway with N")
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))

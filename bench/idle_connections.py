@@ -59,7 +59,7 @@ async def open_idle(
                 connect(url, open_timeout=TIMEOUT_S, max_queue=4, ping_interval=None)
             )
             port = FIRST_PORT + index % PORTS
-            await ws.send(orjson.dumps({"type": "hello", "kind": "ide", "ports": [port]}))
+            await ws.send(orjson.dumps({"type": "hello", "kind": "ide", "ports": [port]}).decode())
             welcome = orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT_S))
             if welcome.get("type") != "welcome":
                 raise RuntimeError(f"hello refused: {welcome}")
@@ -73,7 +73,7 @@ async def still_acks(ws: ClientConnection) -> float:
     frame = {"type": "message", "port": FIRST_PORT, "role": "user", "id": f"idle-{time.time_ns()}",
              "content": "still there?", "ref": "check"}  # fmt: skip
     started = time.perf_counter()
-    await ws.send(orjson.dumps(frame))
+    await ws.send(orjson.dumps(frame).decode())  # text: the gateway takes no binary frames
     async with asyncio.timeout(TIMEOUT_S):
         while (answer := orjson.loads(await ws.recv())).get("ref") != "check":
             pass  # presence events of other connections' hellos

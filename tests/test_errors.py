@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import replace
 from typing import Any
 
@@ -65,6 +67,22 @@ async def test_binary_frame_closes_with_1003(gateway: RunningGateway) -> None:
         with pytest.raises(ConnectionClosed) as closed:
             await receive(ws)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
+
+
+async def test_a_client_leaving_after_a_binary_frame_is_no_warning(
+    gateway: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends a binary frame and drops the connection before the error frame
+    comes back (the gateway's send fails, then its close) leaves no warning or traceback in
+    the log: it only left."""
+    for _ in range(20):
+        async with gateway.connect() as ws:
+            await ws.send(b'{"type": "ping"}')
+            ws.transport.abort()
+    # Every teardown has run (and logged, if it would) once no connection is left.
+    await asyncio.wait_for(gateway.gateway.connections.wait_for_count(0), 15)
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not noisy, [r.getMessage() for r in noisy]
 
 
 async def test_frame_over_the_limit_closes_with_1009(gateway: RunningGateway) -> None:

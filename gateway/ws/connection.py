@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, assert_never
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from gateway import VERSION
 from gateway.errors import BadRequest, CloseCode, Forbidden, GatewayError, Internal, RateLimited
@@ -61,8 +61,10 @@ _COMMAND_TYPES: dict[type, str] = {
 log = logging.getLogger(__name__)
 
 # A teardown step failing this way only means the client already left: nothing to report.
-# OSError covers the server's "client disconnected" (uvicorn raises a subclass of it).
-_CLIENT_LEFT: tuple[type[Exception], ...] = (WebSocketDisconnect, OSError)
+# OSError covers the server's "client disconnected" (uvicorn raises a subclass of it);
+# WebSocketDisconnected is Starlette refusing a send (our close) on a socket whose earlier
+# send already failed because the client had gone.
+_CLIENT_LEFT: tuple[type[Exception], ...] = (WebSocketDisconnect, WebSocketDisconnected, OSError)
 
 
 @contextlib.contextmanager
@@ -197,7 +199,11 @@ class Connection:
         )
         self._event_bytes = 0  # bytes of live events queued, against max_outbox_bytes
         self._max_event_bytes = parts.max_outbox_bytes
-        self._too_slow = asyncio.Event()
+        # Set once the connection cannot take a live event; the reader is then cancelled and
+        # `run` closes with 1013. A flag and a cancel, not an Event with a task waiting on it:
+        # that task cost every idle connection memory for nothing.
+        self._too_slow = False
+        self._reader: asyncio.Task[CloseCode | None] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._subscriptions = Subscriptions(
             parts.live, user_id, self._push_event, self._push_streamed
@@ -212,31 +218,29 @@ class Connection:
         # Live events lost to a pub/sub reset are recovered by the subscriptions themselves.
         self._hub.on_reset(self._subscriptions.on_reset)
         self._sender = asyncio.create_task(self._send_replies(), name="ws-sender")
-        reader = asyncio.create_task(self._read_frames(), name="ws-reader")
-        too_slow = asyncio.create_task(self._too_slow.wait(), name="ws-too-slow")
+        reader = self._reader = asyncio.create_task(self._read_frames(), name="ws-reader")
         close_code: CloseCode | None = None
         try:
-            await asyncio.wait({reader, too_slow}, return_when=asyncio.FIRST_COMPLETED)
-            if reader.done():
-                close_code = reader.result()
-            else:
+            # `wait`, not `await reader`: a cancelled reader must not cancel `run` with it.
+            await asyncio.wait({reader})
+            if reader.cancelled() and self._too_slow:
                 log.info("closing a subscriber too slow to keep up (user %s)", self.state.user_id)
                 close_code = CloseCode.TRY_AGAIN
+            else:
+                close_code = reader.result()
         except (WebSocketDisconnect, ClientGone):
             pass
         except Exception:
             log.exception("connection of user %s failed", self.state.user_id)
             close_code = CloseCode.INTERNAL
         finally:
-            for task in (reader, too_slow):
-                if task.done():
-                    continue  # its outcome was taken above (the reader's result or error)
-                task.cancel()
+            if not reader.done():  # `run` itself was cancelled
+                reader.cancel()
                 with (
                     contextlib.suppress(asyncio.CancelledError),
-                    _teardown_step(f"stopping {task.get_name()}", (*_CLIENT_LEFT, ClientGone)),
+                    _teardown_step("stopping the reader", (*_CLIENT_LEFT, ClientGone)),
                 ):
-                    await task
+                    await reader
             await self._leave()
             if close_code is not None and close_code != CloseCode.TRY_AGAIN:
                 # Let queued replies (e.g. the error saying why) go out first; not for a
@@ -331,23 +335,29 @@ class Connection:
 
     def _push_event(self, frame: Frame) -> None:
         """Queue a live event now; a connection that cannot take it is too slow (1013)."""
-        if self._too_slow.is_set():
+        if self._too_slow:
             return
         size = len(frame.text)
         if self._event_bytes + size > self._max_event_bytes or self._outbox.full():
-            self._too_slow.set()
+            self._fall_behind()
             return
         self._event_bytes += size
         self._outbox.put_nowait((Event(frame), None))
 
     def _push_streamed(self, run: Callable[[Send], Awaitable[None]]) -> None:
         """Queue a streamed reply from a live event (a port subscription's rotation)."""
-        if self._too_slow.is_set():
+        if self._too_slow:
             return
         if self._outbox.full():
-            self._too_slow.set()
+            self._fall_behind()
             return
         self._outbox.put_nowait((Streamed(run), None))
+
+    def _fall_behind(self) -> None:
+        """Too slow a subscriber: stop reading its frames; `run` closes it with 1013."""
+        self._too_slow = True
+        if self._reader is not None:
+            self._reader.cancel()
 
     async def _new_session(self, command: SessionNew) -> Frame:
         _, new = await self._lifecycle.rotate(self.state.user_id, command.port, command.title)
