@@ -129,7 +129,7 @@ async def run_target(
         acked=report.acked,
         duplicates=report.duplicates,
         server_cpu_us=cpu[0] * per_message_us,
-        storage_cpu_us=cpu[1] * per_message_us,
+        storage_cpu_us=max(0.0, cpu[1]) * per_message_us,
     )
 
 
