@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import random
 import sys
@@ -34,6 +33,7 @@ from bench.harness import (
     server_process,
     tree_cpu_seconds,
 )
+from gateway.loadtest import client_gc_paused
 from storage import sessions, stats
 from storage.keys import Keys
 from storage.messages import port_messages, session_messages
@@ -223,16 +223,12 @@ async def run_requests(
         if time.monotonic() > deadline:
             break
     samples: list[tuple[int, int]] = []
-    gc.collect()
-    gc.disable()
-    try:
+    with client_gc_paused():
         deadline = time.monotonic() + budget_s
         for i in range(WARMUP, WARMUP + requests):
             samples.append(await once(i))
             if time.monotonic() > deadline:
                 break
-    finally:
-        gc.enable()
     cut = len(samples) < requests
     print(
         f"  {label}: {len(samples)} requests{' (time budget)' if cut else ''}",

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import os
 import resource
 import sys
@@ -64,6 +63,7 @@ from bench.harness import (
     server_process,
     tree_cpu_seconds,
 )
+from gateway.loadtest import client_gc_paused
 
 ROOT = Path(__file__).resolve().parent.parent
 # Opening and subscribing N connections: a base plus a per-connection allowance.
@@ -277,19 +277,15 @@ async def measure(
             # The client's own collector would stall every reader at once (it holds all N
             # connections); it stays off while recording, so its pauses are not in the
             # figures. The servers' collectors run as usual.
-            gc.collect()
-            gc.disable()
-            server_before = tree_cpu_seconds(server.proc.pid)
-            busy_before = machine_busy_seconds()
-            client_before, wall_before = time.process_time(), time.perf_counter()
-            try:
+            with client_gc_paused():
+                server_before = tree_cpu_seconds(server.proc.pid)
+                busy_before = machine_busy_seconds()
+                client_before, wall_before = time.process_time(), time.perf_counter()
                 for index in range(warmup, warmup + messages):
                     these = await send_one(ide, port, index, fanout, timeout_s)
                     latencies.extend(these)
                     first.append(min(these))
                     last.append(max(these))
-            finally:
-                gc.enable()
             wall_s = time.perf_counter() - wall_before
             client_cpu_s = time.process_time() - client_before
             server_after = tree_cpu_seconds(server.proc.pid)

@@ -299,33 +299,34 @@ async def run(
         if watch is not None:
             poller = asyncio.create_task(_poll_commits(plan, tally, watch, load_over))
             stack.push_async_callback(_stopped, poller)
-        tally.start = time.perf_counter()
-        with _client_gc_paused():
+        with client_gc_paused():
+            tally.start = time.perf_counter()
             await _load(plan, sockets, tally, progress)
-        duration = time.perf_counter() - tally.start
+            duration = time.perf_counter() - tally.start
         load_over.set()
         await _settle(plan, tabs, tally, poller)
     return _report(plan, tally, tabs, duration)
 
 
 @contextlib.contextmanager
-def _client_gc_paused() -> Iterator[None]:
-    """No garbage collection in this client while it offers load, one afterwards.
+def client_gc_paused() -> Iterator[None]:
+    """No garbage collection in a measuring client while it measures (one collection first).
 
-    What the client keeps (every frame sent, every latency) only grows, so its collector's
+    What a load client keeps (every frame sent, every latency) only grows, so its collector's
     full passes take longer and longer, and each stalls every connection of the client at
-    once: tens of milliseconds that would be counted as the gateway's ack latency (a bare
-    echo server measured an ack p99 of 52 ms at 5,000 frames/s). The run makes little cyclic
-    garbage, collected once it is over.
+    once: tens of milliseconds that would be counted as the server's latency (a bare echo
+    server measured an ack p99 of 52 ms at 5,000 frames/s). A run makes little cyclic
+    garbage; the collector is back on (if it was) once the block ends. The benchmarks' own
+    clients (bench/) pause theirs with this too.
     """
     was_enabled = gc.isenabled()
+    gc.collect()
     gc.disable()
     try:
         yield
     finally:
         if was_enabled:
             gc.enable()
-        gc.collect()
 
 
 def expected_acks(plan: Plan) -> int:
