@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import sys
 import tempfile
@@ -144,8 +145,7 @@ def _cpu_split(server_pid: int) -> tuple[float, float]:
 def _quiet(plan: loadtest.Plan, url: str) -> loadtest.Plan:
     """The plan against this URL; persistence is checked here, in PostgreSQL, for every target
     alike (the baselines have no HTTP API)."""
-    fields = {**plan.__dict__, "url": url, "check_persisted": False}
-    return loadtest.Plan(**fields)
+    return dataclasses.replace(plan, url=url, check_persisted=False)
 
 
 async def _until_stored(database_url: str, rows: int) -> float:
