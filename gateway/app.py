@@ -70,7 +70,7 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         install_log_filters()
-        tune_gc(settings.gc_full_collection_threshold)
+        tune_gc(settings.gc_young_collection_threshold, settings.gc_full_collection_threshold)
         async with open_gateway(settings) as gateway, contextlib.AsyncExitStack() as stack:
             app.state.gateway = gateway
             app.state.verifier = verifier

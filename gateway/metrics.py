@@ -28,7 +28,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from storage.keys import WRITER_GROUP, Keys
@@ -99,25 +99,30 @@ class SharedStateCollector(Collector):
                 yield GaugeMetricFamily(name, documentation, value=value)
 
 
-class CounterByLabel:
-    """A Counter with one label, counted per frame: each label's child is looked up once.
+class CounterByLabel(Collector):
+    """A counter with one label, counted per frame (frames in and out, acks, errors): a
+    plain dict of ints, reported as a counter family at each scrape.
 
-    `Counter.labels()` validates its arguments and takes the metric's lock on every call,
-    about a microsecond; the per-frame counters (frames in and out, acks, errors) would pay
-    that for every message. The children are the Counter's own, so `/metrics` is unchanged.
+    A prometheus-client `Counter` child takes a lock on every `inc`, about 0.7 us against
+    0.15 for a dict: three of them per message were 2 us of the gateway's CPU per message.
+    No lock is needed because only the event loop's thread counts. `/metrics` shows the
+    same `NAME_total{LABEL="..."}` samples as a `Counter` (without its `_created` ones).
     """
 
-    __slots__ = ("_children", "_counter")
-
-    def __init__(self, counter: Counter) -> None:
-        self._counter = counter
-        self._children: dict[str, Counter] = {}
+    def __init__(self, name: str, documentation: str, label: str, registry: CollectorRegistry):
+        self._name, self._documentation, self._label = name, documentation, label
+        self._counts: dict[str, int] = {}
+        registry.register(self)
 
     def inc(self, label: str) -> None:
-        child = self._children.get(label)
-        if child is None:
-            child = self._children[label] = self._counter.labels(label)
-        child.inc()
+        counts = self._counts
+        counts[label] = counts.get(label, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
+        for label, count in list(self._counts.items()):
+            family.add_metric([label], count)
+        yield family
 
 
 class Metrics:
@@ -129,17 +134,13 @@ class Metrics:
         self._sources: Sources | None = None
         self.slow_query_s = slow_query_s
         self.frames_in = CounterByLabel(
-            Counter("gateway_frames_in", "Client frames received, by type", ["type"], registry=r)
+            "gateway_frames_in", "Client frames received, by type", "type", r
         )
         self.frames_out = CounterByLabel(
-            Counter("gateway_frames_out", "Frames sent to clients, by type", ["type"], registry=r)
+            "gateway_frames_out", "Frames sent to clients, by type", "type", r
         )
-        self.acks = CounterByLabel(
-            Counter("gateway_acks", "Acks sent, by durability", ["durability"], registry=r)
-        )
-        self.errors = CounterByLabel(
-            Counter("gateway_errors", "Error frames sent, by code", ["code"], registry=r)
-        )
+        self.acks = CounterByLabel("gateway_acks", "Acks sent, by durability", "durability", r)
+        self.errors = CounterByLabel("gateway_errors", "Error frames sent, by code", "code", r)
         self.batch_rows = Histogram(
             "gateway_writer_batch_rows", "Rows per writer batch", buckets=_BATCH_ROWS, registry=r
         )
@@ -213,4 +214,3 @@ class Metrics:
                 log.exception("could not read the ingest stream for /metrics")
         self._shared.snapshot = shot
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
-

@@ -154,8 +154,9 @@ class Settings:
     ready_max_writer_lag_s: float = 30.0
     # `text` (human) or `json` (one object per line, for log shippers).
     log_format: str = "text"
-    # CPython's third GC threshold for gateway processes (its default is 10); see
-    # gateway/server.py:tune_gc for why and the measurement.
+    # CPython's first and third GC thresholds for gateway processes (its defaults are 700
+    # and 10); see gateway/server.py:tune_gc for why and the measurements.
+    gc_young_collection_threshold: int = 50_000
     gc_full_collection_threshold: int = 1000
     log_level: str = "info"
 

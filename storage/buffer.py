@@ -71,9 +71,11 @@ class BufferFull(Exception):
     """Refused at a cap (see the module docstring): nothing of the request was stored."""
 
 
-@dataclass(frozen=True, slots=True)
-class BufferItem:
-    """One message as the buffer needs it: already validated and encoded."""
+class BufferItem(msgspec.Struct, frozen=True, gc=False):
+    """One message as the buffer needs it: already validated and encoded.
+
+    This, `ItemOutcome` and `Outcome` are made for every message: msgspec Structs, built in C
+    (about ten times faster than frozen dataclasses) and kept out of the cycle collector."""
 
     dedup_key: str
     content_hash: str
@@ -81,15 +83,13 @@ class BufferItem:
     row_tail: str  # rows.encode(...): the row minus what ingest.lua prepends
 
 
-@dataclass(frozen=True, slots=True)
-class ItemOutcome:
+class ItemOutcome(msgspec.Struct, frozen=True, gc=False):
     id: str  # the message's id (the original one for duplicates and edits)
     seq: int
     flag: Flag
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True, gc=False):
     """What the script did with one request."""
 
     session_id: str

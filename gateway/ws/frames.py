@@ -15,7 +15,6 @@ JSON Schema, which tests hold to docs/protocol.md's frame list.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -151,9 +150,9 @@ ServerFrame = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """An encoded server frame: what is sent, and what metrics count it as."""
+class Frame(msgspec.Struct, frozen=True, gc=False):
+    """An encoded server frame: what is sent, and what metrics count it as. A Struct (built
+    in C) rather than a frozen dataclass: one is made for every ack."""
 
     kind: str  # the frame's `type`
     text: str

@@ -51,9 +51,12 @@ class Limits:
     max_ports_per_hello: int = 64
 
 
-@dataclass(frozen=True, slots=True)
-class MessageItem:
-    """One validated message, ready for the ingest buffer."""
+class MessageItem(msgspec.Struct, frozen=True, gc=False):
+    """One validated message, ready for the ingest buffer.
+
+    This and `Ingest` are built for every message: a msgspec Struct is built in C, about ten
+    times faster than a frozen dataclass, and `gc=False` keeps it out of the cycle collector
+    (it holds no containers that could form a cycle)."""
 
     client_id: str | None
     role: str
@@ -74,8 +77,7 @@ class Hello:
     ports: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Ingest:
+class Ingest(msgspec.Struct, frozen=True, gc=False):
     """A `message` (one item) or an `extracted` batch: both answered by one `ack`."""
 
     ref: str | None
