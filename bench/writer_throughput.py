@@ -70,7 +70,7 @@ async def run_shape(database_url: str, redis_url: str, n: int, per_frame: int) -
         await writer.ensure_group()
         # Keep the decoded rows for the baseline before the writer deletes the entries.
         raw: list[Entry] = await redis.xrange(keys.stream)
-        batch_rows = [list(_Batch.from_entries([e]).new.values()) for e in raw]
+        batch_rows = [list((await _Batch.read(redis, keys, [e])).new.values()) for e in raw]
         with Timer() as write:
             while await writer.step(block_ms=None):
                 pass

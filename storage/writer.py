@@ -1,7 +1,9 @@
 """The batch writer: drains the ingest stream into PostgreSQL.
 
-Reads entries through the `writers` consumer group in size- and time-bounded batches, writes
-each batch in one transaction, and acknowledges the entries only after the commit, so a writer
+Reads entries through the `writers` consumer group in size- and time-bounded batches, reads
+the rows they name from the sessions' pending sets and pending-edit hashes (ingest.lua keeps
+each row there once; an entry holds only session ids and seqs), writes each batch in one
+transaction, and acknowledges the entries only after the commit, so a writer
 that dies at any point leaves its entries pending for another writer to claim. Each writer
 keeps a liveness key (`alive_ttl_ms`, see storage/streams.py); once a writer's key is gone, the
 next writer that looks (every sixth of that TTL) takes over its pending entries, so a SIGKILLed
@@ -43,7 +45,7 @@ from storage.events import session_event
 from storage.keys import WRITER_GROUP, Keys
 from storage.outages import log_failure
 from storage.rows import COLUMNS as COLUMNS  # re-exported: bench/ imports it from here
-from storage.rows import CREATED_AT, EDITED_AT, PORT, SEQ, SESSION_ID, USER_ID
+from storage.rows import CREATED_AT, PORT, SEQ, SESSION_ID, USER_ID
 from storage.scripts import lua
 from storage.sessions import COLUMNS as SESSION_COLUMNS
 from storage.sessions import Session, session_from
@@ -226,7 +228,7 @@ class BatchWriter:
         dead-letter stream, so one bad row never blocks the writer.
         """
         started = time.perf_counter()
-        batch = _Batch.from_entries(entries)
+        batch = await _Batch.read(self._redis, self._keys, entries)
         rows = batch.row_count / len(entries)
         self._rows_per_entry = 0.5 * self._rows_per_entry + 0.5 * max(rows, 1.0)
         try:
@@ -263,7 +265,14 @@ class BatchWriter:
             error,
             self._keys.dead_letters,
         )
-        record: dict[Any, Any] = {**fields, b"error": str(error).encode(), b"entry": entry_id}
+        # The entry only names its rows, which settling removes from the buffer below: the
+        # dead letter keeps the rows themselves (row0, row1, ...) beside the entry's fields.
+        record: dict[Any, Any] = {
+            **fields,
+            **{f"row{i}".encode(): raw for i, raw in enumerate(batch.raw)},
+            b"error": str(error).encode(),
+            b"entry": entry_id,
+        }
         cap = self._config.dead_letter_maxlen
         pipe = self._redis.pipeline(transaction=True)  # the lengths around this very XADD
         pipe.xlen(self._keys.dead_letters)
@@ -362,31 +371,64 @@ class _Batch:
     written: dict[str, list[int]]  # session -> seqs of new rows, to drop from `pending`
     edits_written: list[tuple[str, int, str]]  # (session, seq, sha1 of the edit row)
     notify: list[tuple[str, str]]
+    raw: list[bytes]  # the rows as read, for a dead letter
 
     @property
     def row_count(self) -> int:
         return sum(map(len, self.written.values())) + len(self.edits_written)
 
     @classmethod
-    def from_entries(cls, entries: list[Entry]) -> _Batch:
-        batch = cls({}, {}, {}, [], [])
+    async def read(cls, redis: aioredis.Redis, keys: Keys, entries: list[Entry]) -> _Batch:
+        """The rows the entries name (see ingest.lua), read from the pending sets and
+        hashes in one round trip and decoded. A row named but gone from the buffer was
+        already written and settled (a replayed or taken-over entry): nothing to do. An edit
+        is read in its newest version, which a later entry names too; writing it twice is
+        idempotent, and settling removes only the version written."""
+        batch = cls({}, {}, {}, [], [], [])
+        named: tuple[dict[str, list[int]], dict[str, set[int]]] = ({}, {})
         for _, fields in entries:
             for name, value in fields.items():
-                if name[:1] == b"n":  # a durable frame's notify token
+                kind = name[:1]
+                if kind == b"n":  # a durable frame's notify token
                     channel, _, token = value.decode().rpartition("|")
                     batch.notify.append((channel, token))
                     continue
-                record = rows.copy_record(value)
-                key = (record[SESSION_ID], record[SEQ])
-                if record[EDITED_AT] is None:
-                    batch.new[key] = record
-                    batch.written.setdefault(key[0], []).append(key[1])
+                session_id, _, listed = value.decode().partition(" ")
+                numbers = [int(seq) for seq in listed.split(" ")]
+                if kind == b"r":
+                    named[0].setdefault(session_id, []).extend(numbers)
                 else:
-                    if key in batch.new:  # an edit of a row of this batch: the newer version
-                        batch.new[key] = record
-                    else:
-                        batch.edits[key] = record
-                    batch.edits_written.append((key[0], key[1], hashlib.sha1(value).hexdigest()))
+                    named[1].setdefault(session_id, set()).update(numbers)
+        new, edited = named
+        if not new and not edited:
+            return batch
+        pipe = redis.pipeline(transaction=False)
+        for session_id, seqs in new.items():
+            for low, high in _runs(seqs):
+                pipe.zrangebyscore(keys.pending(session_id), low, high)
+        edited_seqs = {session_id: sorted(seqs) for session_id, seqs in edited.items()}
+        for session_id, seqs in edited_seqs.items():
+            pipe.hmget(keys.pending_edits(session_id), seqs)
+        replies = iter(await pipe.execute())
+        for session_id, seqs in new.items():
+            for _ in _runs(seqs):
+                for raw in next(replies):
+                    record = rows.copy_record(raw)
+                    batch.new[(session_id, record[SEQ])] = record
+                    batch.written.setdefault(session_id, []).append(record[SEQ])
+                    batch.raw.append(raw)
+        for session_id, seqs in edited_seqs.items():
+            for seq, raw in zip(seqs, next(replies), strict=True):
+                if raw is None:
+                    continue
+                record = rows.copy_record(raw)
+                key = (session_id, seq)
+                if key in batch.new:  # an edit of a row of this batch: the newer version
+                    batch.new[key] = record
+                else:
+                    batch.edits[key] = record
+                batch.edits_written.append((session_id, seq, hashlib.sha1(raw).hexdigest()))
+                batch.raw.append(raw)
         return batch
 
 
@@ -440,9 +482,7 @@ async def write_batch(conn: Connection, batch: _Batch) -> BatchResult:
     async with conn.transaction():
         await conn.execute(_STAGING)
         if new_rows:
-            await conn.copy_records_to_table(
-                "incoming_messages", records=new_rows, columns=COLUMNS
-            )
+            await conn.copy_records_to_table("incoming_messages", records=new_rows, columns=COLUMNS)
         records = await conn.fetch(
             f"INSERT INTO messages ({', '.join(COLUMNS)})"
             f" SELECT {', '.join(COLUMNS)} FROM incoming_messages"
@@ -464,9 +504,7 @@ async def _upsert_edits(conn: Connection, batch: _Batch) -> list[tuple[str, date
     return [(str(r["session_id"]), r["created_at"]) for r in records if r["inserted"]]
 
 
-async def _update_counters(
-    conn: Connection, inserted: list[tuple[str, datetime]]
-) -> list[Session]:
+async def _update_counters(conn: Connection, inserted: list[tuple[str, datetime]]) -> list[Session]:
     """Add the inserted rows to their sessions' counters; session ids as text, one key each.
     Returns the updated sessions (for the session-list events)."""
     per_session: dict[str, tuple[int, datetime]] = {}

@@ -12,7 +12,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from gateway.settings import Settings
-from storage.keys import WRITER_GROUP
+from storage.keys import WRITER_GROUP, Keys
 from storage.streams import Entry
 from storage.writer import BatchWriter, WriterConfig, _Batch, write_batch
 from tests.conftest import (
@@ -26,9 +26,7 @@ from tests.conftest import (
 )
 
 
-async def _send_many(
-    gateway: RunningGateway, port: int, n: int, tag: str
-) -> list[dict[str, Any]]:
+async def _send_many(gateway: RunningGateway, port: int, n: int, tag: str) -> list[dict[str, Any]]:
     """Pipeline n messages (every fifth one a resend of the previous) and collect the acks."""
     async with gateway.connect() as ws:
         for i in range(n):
@@ -72,8 +70,12 @@ async def test_every_acked_message_is_in_postgres_exactly_once(
 
 
 def _rows(entries: list[Entry]) -> int:
-    """Message rows in stream entries (one entry holds the rows of one ingest call)."""
-    return sum(1 for _, fields in entries for name in fields if name.startswith(b"r"))
+    """New message rows named by stream entries (one entry names the rows of one ingest call,
+    a field per session: 'sid seq seq ...')."""
+    return sum(
+        len(value.split()) - 1 for _, fields in entries for name, value in fields.items()
+        if name.startswith(b"r")
+    )  # fmt: skip
 
 
 async def _read_as(redis: aioredis.Redis, gateway: RunningGateway, consumer: str) -> list[Entry]:
@@ -100,7 +102,8 @@ async def test_batch_written_twice_leaves_one_row_per_message(
     assert _rows(entries) == 40  # resends add no row
     pool = gateway_no_writer.gateway.pool
     async with pool.acquire() as conn:
-        first = await write_batch(conn, _Batch.from_entries(entries))  # committed, never acked
+        batch = await _Batch.read(redis, gateway_no_writer.gateway.keys, entries)
+        first = await write_batch(conn, batch)  # committed, never acked
     assert (first.rows_inserted, first.replayed) == (40, False)
     replay = BatchWriter(pool, redis, gateway_no_writer.gateway.keys, consumer="rescuer")
     second = await replay.write(entries)
@@ -119,9 +122,9 @@ async def test_a_half_written_batch_is_completed_without_duplicates(
     entries = await _read_as(redis, gateway_no_writer, "crashed")
     pool = gateway_no_writer.gateway.pool
     async with pool.acquire() as conn:
-        whole = _Batch.from_entries(entries)
+        whole = await _Batch.read(redis, gateway_no_writer.gateway.keys, entries)
         first_ten = dict(sorted(whole.new.items(), key=lambda kv: kv[0][1])[:10])
-        partial = _Batch(new=first_ten, edits={}, written={}, edits_written=[], notify=[])
+        partial = _Batch(new=first_ten, edits={}, written={}, edits_written=[], notify=[], raw=[])
         await write_batch(conn, partial)
     writer = BatchWriter(pool, redis, gateway_no_writer.gateway.keys, consumer="rescuer")
     result = await writer.write(entries)
@@ -162,7 +165,7 @@ async def test_edits_within_a_batch_become_one_row_write(
             await send(ws, frame)
         acks = [await receive(ws) for _ in range(50)]
     entries = await _read_as(redis, gateway_no_writer, "one-batch")
-    batch = _Batch.from_entries(entries)
+    batch = await _Batch.read(redis, gateway_no_writer.gateway.keys, entries)
     assert len(batch.new) == 1 and not batch.edits  # folded into the new row
     running = gateway_no_writer.gateway
     await BatchWriter(running.pool, redis, running.keys, consumer="one-batch").write(entries)
@@ -231,20 +234,26 @@ async def test_a_row_postgres_refuses_goes_to_dead_letters(
     the dead-letter stream; the rest of its batch is written and the writer goes on."""
     acks = await _send_many(gateway_no_writer, 9718, 10, "poison")
     running = gateway_no_writer.gateway
-    # Forge an entry like the ingest script's, with a NUL the protocol layer would refuse.
-    good_row = (await _xrange(redis, running.keys.stream))[0][1][b"r0"]
-    poison = good_row.replace(b'"content":"', b'"content":"\\u0000', 1).replace(
-        b'"seq":1,', b'"seq":99,', 1
-    )
-    await redis.xadd(running.keys.stream, {b"n": b"", b"r0": poison})
+    await _forge_poison_row(redis, running.keys, acks[0]["session_id"])
     await _send_many(gateway_no_writer, 9718, 5, "after")
     writer = BatchWriter(running.pool, redis, running.keys)
     async with writer.running():
         await asyncio.wait_for(writer.wait_drained(), 15)
     dead = await _xrange(redis, running.keys.dead_letters)
-    assert len(dead) == 1 and b"\\u0000" in dead[0][1][b"r0"]
+    assert len(dead) == 1 and b"\\u0000" in dead[0][1][b"row0"]
     assert b"error" in dead[0][1]
     assert await count_messages(db, acks[0]["session_id"]) == 8 + 4
+
+
+async def _forge_poison_row(redis: aioredis.Redis, keys: Keys, session_id: str) -> None:
+    """Store a row as the ingest script would, at seq 99 of the session, with a NUL the
+    protocol layer would refuse, and an entry naming it."""
+    good_row = (await redis.zrange(keys.pending(session_id), 0, 0))[0]
+    poison = good_row.replace(b'"content":"', b'"content":"\\u0000', 1).replace(
+        b'"seq":1,', b'"seq":99,', 1
+    )
+    await redis.zadd(keys.pending(session_id), {poison: 99})
+    await redis.xadd(keys.stream, {b"n": b"", b"r0": f"{session_id} 99".encode()})
 
 
 async def test_the_dead_letter_stream_is_capped_dropping_the_oldest(
@@ -256,11 +265,7 @@ async def test_the_dead_letter_stream_is_capped_dropping_the_oldest(
     running = gateway_no_writer.gateway
     for i in range(300):  # dead letters of long ago
         await redis.xadd(running.keys.dead_letters, {b"old": str(i).encode()})
-    good_row = (await _xrange(redis, running.keys.stream))[0][1][b"r0"]
-    poison = good_row.replace(b'"content":"', b'"content":"\\u0000', 1).replace(
-        b'"seq":1,', b'"seq":99,', 1
-    )
-    await redis.xadd(running.keys.stream, {b"n": b"", b"r0": poison})
+    await _forge_poison_row(redis, running.keys, acks[0]["session_id"])
     writer = BatchWriter(running.pool, redis, running.keys, WriterConfig(dead_letter_maxlen=50))
     async with writer.running():
         await asyncio.wait_for(writer.wait_drained(), 15)
@@ -268,7 +273,7 @@ async def test_the_dead_letter_stream_is_capped_dropping_the_oldest(
     # Approximate trimming removes only whole nodes (100 entries each by default).
     assert 50 <= len(dead) <= 50 + 100
     assert writer.dead_letters_dropped == 301 - len(dead)
-    assert b"\\u0000" in dead[-1][1][b"r0"] and b"error" in dead[-1][1]
+    assert b"\\u0000" in dead[-1][1][b"row0"] and b"error" in dead[-1][1]
     assert dead[0][1][b"old"] == str(301 - len(dead)).encode()  # the oldest went first
     assert await count_messages(db, acks[0]["session_id"]) == 4
 
@@ -280,9 +285,10 @@ async def test_a_buffered_edit_is_read_over_the_committed_original(
     the committed original; once written, the pending-edit entry is gone."""
     running = gateway_no_writer.gateway
     writer = BatchWriter(running.pool, redis, running.keys, consumer="w")
-    async with gateway_no_writer.connect() as ws, httpx.AsyncClient(
-        base_url=gateway_no_writer.http_url
-    ) as http:
+    async with (
+        gateway_no_writer.connect() as ws,
+        httpx.AsyncClient(base_url=gateway_no_writer.http_url) as http,
+    ):
         ack = await request(ws, {"type": "message", "port": 9719, "id": "x", "content": "v1"})
         await writer.write(await _read_as(redis, gateway_no_writer, "w"))  # v1 committed
         await request(ws, {"type": "message", "port": 9719, "id": "x", "content": "v2"})
@@ -302,6 +308,7 @@ async def test_three_writers_share_the_stream_exactly_once(
 ) -> None:
     """Three writers draining one backlog together write every row once and keep every
     session counter exact (they lock sessions in one order, so they never deadlock)."""
+
     async def send_one_by_one(c: int) -> list[dict[str, Any]]:
         # Waiting for each ack keeps stream entries small, so the writers interleave.
         async with gateway_no_writer.connect() as ws:

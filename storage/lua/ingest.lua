@@ -1,8 +1,16 @@
 -- Ingest: for each request, resolve the user's active session for the port, dedup every item
--- against the session's state, allocate seqs, and append the stored rows to the ingest stream,
--- all atomically. Called once per event-loop tick with every request collected in that tick.
--- The stored rows of all requests go into one stream entry (a few if there are very many),
--- so the writer reads, decodes and acknowledges few large entries instead of many small ones.
+-- against the session's state, allocate seqs, store the rows in the session's pending set (new
+-- rows) or pending-edits hash (edits), and append references to them to the ingest stream, all
+-- atomically. Called once per event-loop tick with every request collected in that tick.
+--
+-- Each row is stored once, in the pending set or hash: reads of the buffer (read your writes)
+-- need them there by session and seq, and the stream entry only names them. Rows in both
+-- places cost Valkey a second copy of every row in memory and in the AOF, about 5 us a
+-- message (docs/benchmarks.md). The references of all requests go into one stream entry (a
+-- few if there are very many), one field per session: 'r<n>' = 'sid seq seq ...' for new
+-- rows, 'e<n>' = 'sid seq ...' for edits, plus a durable frame's 'n<n>' = notify token. The
+-- writer reads the rows the entry names from the pending set and hash (storage/writer.py);
+-- a row named but gone from them was already written and settled by a writer.
 --
 -- ARGV[1] is one MessagePack array (one argument, so the client packs it in a single C call;
 -- MessagePack rather than JSON because the row tails are JSON text, which JSON would escape
@@ -42,19 +50,43 @@ local counter = key.buffered()
 local buffered = max_buffered > 0 and tonumber(redis.call('GET', counter) or '0') or 0
 local added = 0
 local out = {}
--- The entry being assembled: its field/value list, and the replies waiting for its id.
-local fields, waiting = {}, {}
--- Lua's unpack() takes at most ~8000 values: start a new entry before that.
+-- The entry being assembled: its notify fields, the seqs it names per session (`named`, in
+-- the order `named_sids`), and the replies waiting for its id.
+local fields, named, named_sids, waiting = {}, {}, {}, {}
+-- Lua's unpack() takes at most ~8000 values: start a new entry before that (the notify fields
+-- of a call of many durable frames).
 local MAX_FIELDS = 6000
 
 local function append_entry()
+  for _, sid in ipairs(named_sids) do
+    local seqs = named[sid]
+    if #seqs.new > 0 then
+      fields[#fields + 1] = 'r' .. #fields
+      fields[#fields + 1] = sid .. ' ' .. table.concat(seqs.new, ' ')
+    end
+    if #seqs.edits > 0 then
+      fields[#fields + 1] = 'e' .. #fields
+      fields[#fields + 1] = sid .. ' ' .. table.concat(seqs.edits, ' ')
+    end
+  end
   if #fields > 0 then
     local id = redis.call('XADD', stream, '*', unpack(fields))
     for _, reply in ipairs(waiting) do
       reply[3] = id
     end
   end
-  fields, waiting = {}, {}
+  fields, named, named_sids, waiting = {}, {}, {}, {}
+end
+
+-- Name a stored row in the entry: `kind` is 'new' or 'edits'.
+local function name_row(sid, kind, seq)
+  local seqs = named[sid]
+  if seqs == nil then
+    seqs = {new = {}, edits = {}}
+    named[sid] = seqs
+    named_sids[#named_sids + 1] = sid
+  end
+  seqs[kind][#seqs[kind] + 1] = seq
 end
 
 -- Rows to publish, per session channel, in seq order: live subscribers get them from here.
@@ -65,9 +97,7 @@ end
 -- this saves copying their rows into a publication nobody gets.
 local published, channels = {}, {}
 
-local function add_row(channel, row)
-  fields[#fields + 1] = 'r' .. #fields
-  fields[#fields + 1] = row
+local function publish_row(channel, row)
   local rows = published[channel]
   if rows == nil then
     rows = redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0 and {}
@@ -134,7 +164,7 @@ for r = 1, #input[4] do
       and not all_duplicates(state, items) then
     out[#out + 1] = {'O', buffered + added}
   else
-    if #fields + #items + 2 > MAX_FIELDS then
+    if #fields + 4 * #named_sids + 6 > MAX_FIELDS then
       append_entry()
     end
     local pending = key.pending(sid)
@@ -151,7 +181,8 @@ for r = 1, #input[4] do
         local row = '{"sid":"' .. sid .. '","seq":' .. seq .. ',"id":"' .. id ..
           '","at":' .. now .. ',"ed":null,' .. tail
         added = added + redis.call('ZADD', pending, seq, row)
-        add_row(channel, row)
+        name_row(sid, 'new', seq)
+        publish_row(channel, row)
         stored = true
         reply[#reply + 1] = seq
         reply[#reply + 1] = id
@@ -170,7 +201,8 @@ for r = 1, #input[4] do
             '","at":' .. oat .. ',"ed":' .. now .. ',' .. tail
           -- 1 when the message had no buffered edit yet, 0 when this one replaces it.
           added = added + redis.call('HSET', edits, seq, row)
-          add_row(channel, row)
+          name_row(sid, 'edits', seq)
+          publish_row(channel, row)
           stored = true
           reply[#reply + 1] = tonumber(seq)
           reply[#reply + 1] = oid
