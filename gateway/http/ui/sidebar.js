@@ -61,6 +61,19 @@ export function listenSidebar({ pickPort, pickSession }) {
     if (button.classList.contains("port-button")) pickPort(Number(button.dataset.port));
     else if (button.classList.contains("session-button")) pickSession(button.dataset.sessionId);
   });
+  // Up and Down move between the ports and sessions shown, as in a list; Enter (or Space)
+  // opens the focused one, as any button does. Tab still leaves the list.
+  dom.ports.addEventListener("keydown", (event) => {
+    if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
+    if (event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    const buttons = [...dom.ports.querySelectorAll("button")].filter((b) => b.offsetParent !== null);
+    const at = buttons.indexOf(document.activeElement);
+    if (at < 0) return;
+    const next = buttons[at + (event.key === "ArrowDown" ? 1 : -1)];
+    if (!next) return;
+    event.preventDefault(); // no scrolling of the sidebar as well
+    next.focus();
+  });
 }
 
 export function renderPorts() {
@@ -75,6 +88,10 @@ export function renderPorts() {
         h(
           "button",
           { type: "button", class: "port-button", "data-testid": "port-item", "data-port": port.port },
+          // The button's name is its text (":PORT cursor offline"), read as "Port :PORT ...":
+          // a name that differs from the visible text fails people who speak it (voice
+          // control says what it sees) and axe's label-content-name-mismatch.
+          h("span", { class: "visually-hidden" }, "Port "),
           h("span", { class: "port-number" }),
           h("span", { class: "ide-type" }),
           h("span", { class: "badge", "data-testid": "port-online" }),
@@ -94,7 +111,6 @@ export function renderPorts() {
     badge.textContent = port.online ? "online" : "offline";
     badge.dataset.online = String(Boolean(port.online));
     badge.classList.toggle("online", Boolean(port.online));
-    button.setAttribute("aria-label", `Port ${port.port}, ${port.ide_type}, ${port.online ? "online" : "offline"}`);
     li.lastChild.hidden = !selected;
   });
 }
