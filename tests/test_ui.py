@@ -98,8 +98,9 @@ class Tabs:
             self.errors.append(f"console error: {message.text}")
 
 
-@pytest.fixture
-async def tabs(browser: Browser, gateway: RunningGateway) -> AsyncIterator[Tabs]:
+@contextlib.asynccontextmanager
+async def tabs_of(browser: Browser, gateway: RunningGateway) -> AsyncIterator[Tabs]:
+    """Tabs of one fresh browser profile on the gateway; none may end with a JS error."""
     context = await browser.new_context(viewport={"width": 1100, "height": 720})
     opened = Tabs(context, gateway)
     try:
@@ -107,6 +108,12 @@ async def tabs(browser: Browser, gateway: RunningGateway) -> AsyncIterator[Tabs]
     finally:
         await context.close()
     assert opened.errors == []
+
+
+@pytest.fixture
+async def tabs(browser: Browser, gateway: RunningGateway) -> AsyncIterator[Tabs]:
+    async with tabs_of(browser, gateway) as opened:
+        yield opened
 
 
 def message(page: Page, seq: int) -> Locator:

@@ -7,6 +7,7 @@
 //   signin.js        token mode: the sign-in form, who is signed in, signing out
 //   sidebar.js       ports and their sessions (ide-ports.js, generated from gateway/ws/protocol.py)
 //   composer.js      typing, sending, the frames not acked yet
+//   session_actions.js  the shown session's controls: new chat, rename, pin, archive, delete
 //   conversation.js  the message view: what is selected, its subscription, paging, following
 //   search.js        search and opening a match
 //
@@ -31,6 +32,7 @@ import {
   subscribeView,
 } from "./conversation.js";
 import { listenSearch } from "./search.js";
+import { listenSessionActions } from "./session_actions.js";
 import { listenSignIn, showAccount, showSignIn } from "./signin.js";
 import { listenSidebar, loadSessions } from "./sidebar.js";
 import { showNotice, state } from "./state.js";
@@ -112,6 +114,10 @@ listenComposer((port) => {
 });
 listenSearch();
 listenSignIn();
+listenSessionActions({
+  applied: onSessionEvent,
+  showActive: () => showView(state.selectedPort, null),
+});
 
 updateComposer();
 startLive({

@@ -97,15 +97,23 @@ function socketUrl() {
 }
 
 /** The API's JSON answer to GET `path`; throws an Error with the API's message otherwise. */
-export async function api(path) {
-  const response = await fetch(path, { headers: authHeaders(token), cache: "no-store" });
+/** Call the HTTP API: GET by default, or `method` with `body` sent as JSON; the JSON reply
+ * (null for 204), or an Error with the API's message. */
+export async function api(path, { method = "GET", body = undefined } = {}) {
+  const headers = authHeaders(token);
+  const init = { method, headers, cache: "no-store" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
   if (!response.ok) {
     const message = await errorMessage(response);
     // The token expired (or was revoked) while the page was open: sign in again.
     if (response.status === 401) refused(message);
     throw new Error(response.status === 401 ? `Not authorized (${message})` : message);
   }
-  return response.json();
+  return response.status === 204 ? null : response.json();
 }
 
 /** The top bar's indicator for a LiveSocket state ("connecting", "open", "waiting", "closed"). */

@@ -12,6 +12,7 @@
 import { updateComposer } from "./composer.js";
 import { api, live } from "./connection.js";
 import { renderMessage } from "./render.js";
+import { renderSessionActions } from "./session_actions.js";
 import {
   applyPresence,
   applySessionEvent,
@@ -331,6 +332,7 @@ function updateEmpty() {
 function renderHead() {
   const view = state.view;
   dom.follow.hidden = view.follow || view.port === null;
+  renderSessionActions();
   if (view.port === null) {
     dom.title.textContent = "Select a port";
     dom.info.textContent = "";
@@ -344,6 +346,7 @@ function renderHead() {
   if (!view.sessionId) parts.push("no session yet");
   else if (view.follow) parts.push("active session");
   else if (session) parts.push(session.status === "active" ? "active session" : "archived session");
+  if (session && session.pinned) parts.push("pinned");
   dom.info.textContent = parts.join(" · ");
   updateEmpty();
 }

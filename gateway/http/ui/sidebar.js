@@ -161,14 +161,18 @@ function activity(session) {
   return session.last_message_at || session.created_at || "";
 }
 
-/** The selected port's sessions, newest activity first, the one shown marked. */
+/** Pinned sessions first, then the newest activity first. */
+function listOrder(a, b) {
+  if (a.pinned !== b.pinned) return a.pinned ? -1 : 1;
+  return activity(b) > activity(a) ? 1 : activity(b) < activity(a) ? -1 : b.id > a.id ? 1 : -1;
+}
+
+/** The selected port's sessions, pinned first, the one shown marked. */
 export function renderSessions() {
   const li = state.portItems.get(state.selectedPort);
   if (!li) return;
   const list = li.lastChild;
-  const sessions = [...state.sessions.values()].sort(
-    (a, b) => (activity(b) > activity(a) ? 1 : activity(b) < activity(a) ? -1 : b.id > a.id ? 1 : -1),
-  );
+  const sessions = [...state.sessions.values()].sort(listOrder);
   sessions.forEach((session, index) => {
     let item = state.sessionItems.get(session.id);
     if (!item) {
@@ -194,12 +198,14 @@ export function renderSessions() {
     const active = session.status === "active";
     const shown = session.id === state.view.sessionId;
     button.dataset.active = String(active);
+    button.dataset.pinned = String(Boolean(session.pinned));
     button.classList.toggle("active", active);
     if (shown) button.setAttribute("aria-current", "true");
     else button.removeAttribute("aria-current");
     button.querySelector(".session-title").textContent = sessionTitle(session);
     const count = `${session.message_count} message${session.message_count === 1 ? "" : "s"}`;
-    button.querySelector(".session-meta").textContent = active ? `active · ${count}` : count;
+    const meta = [session.pinned ? "pinned" : null, active ? "active" : null, count];
+    button.querySelector(".session-meta").textContent = meta.filter(Boolean).join(" · ");
   });
   let more = list.querySelector(".more");
   if (state.sessionsCursor && !more) {

@@ -1,0 +1,189 @@
+"""Managing sessions in the web UI, in real Chromium (issue 16, point 1): New chat (button and
+shortcut), inline Rename, Pin / Unpin, Archive / Unarchive and Delete, each seen live in a
+second tab of the same user."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Dialog, Page, expect
+
+from tests.conftest import RunningGateway, request
+from tests.test_ui import (  # noqa: F401 - browser is a fixture
+    WAIT_MS,
+    Tabs,
+    browser,
+    message,
+    needs_chromium,
+    tabs_of,
+)
+
+pytestmark = needs_chromium
+
+
+@pytest.fixture
+async def profile(
+    browser: Browser,  # noqa: F811 - the fixture imported above
+    gateway: RunningGateway,
+) -> AsyncIterator[Tabs]:
+    """Tabs of one browser profile on the gateway; none may end with a JavaScript error."""
+    async with tabs_of(browser, gateway) as opened:
+        yield opened
+
+
+async def _ide_message(gateway: RunningGateway, port: int, content: str) -> dict[str, Any]:
+    async with gateway.connect() as ide:
+        ack = await request(ide, {"type": "message", "port": port, "content": content})
+    assert ack["type"] == "ack", ack
+    return ack
+
+
+def _sessions(page: Page) -> Any:
+    return page.get_by_test_id("session-item")
+
+
+async def _session(gateway: RunningGateway, session_id: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+        response = await http.get(f"/api/sessions/{session_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_new_chat_by_button_and_by_shortcut_shows_in_every_tab(
+    profile: Tabs, gateway: RunningGateway
+) -> None:
+    """ "New chat" starts a new active session on the port, shown at once in both tabs; the
+    documented shortcut (Ctrl+Shift+O) does the same."""
+    await _ide_message(gateway, 9240, "first chat")
+    one, two = await profile.open(9240), await profile.open(9240)
+    for page in (one, two):
+        await expect(message(page, 1)).to_be_visible(timeout=WAIT_MS)
+    await one.get_by_role("button", name="New chat").click()
+    for page in (one, two):
+        await expect(_sessions(page)).to_have_count(2, timeout=WAIT_MS)
+        await expect(page.locator('[data-testid="message"]')).to_have_count(0, timeout=WAIT_MS)
+        await expect(page.locator("#conversation-info")).to_contain_text("active session")
+    await two.keyboard.press("Control+Shift+O")
+    for page in (one, two):
+        await expect(_sessions(page)).to_have_count(3, timeout=WAIT_MS)
+    active = one.locator('[data-testid="session-item"][data-active="true"]')
+    await expect(active).to_have_count(1)
+    await expect(active).to_have_attribute("aria-current", "true")
+
+
+async def test_rename_is_inline_and_shows_in_every_tab(
+    profile: Tabs, gateway: RunningGateway
+) -> None:
+    """Rename turns the title into a field: Enter saves (both tabs show it, the API has it),
+    Escape cancels, an empty title goes back to the derived one."""
+    ack = await _ide_message(gateway, 9241, "notes")
+    one, two = await profile.open(9241), await profile.open(9241)
+    title = one.locator("#conversation-title")
+    await expect(title).to_contain_text("Session of", timeout=WAIT_MS)
+    await one.get_by_role("button", name="Rename").click()
+    field = one.get_by_role("textbox", name="Session title")
+    await expect(field).to_be_focused()
+    await field.fill("Refactor plan")
+    await field.press("Enter")
+    for page in (one, two):
+        await expect(page.locator("#conversation-title")).to_have_text(
+            "Refactor plan", timeout=WAIT_MS
+        )
+        await expect(_sessions(page).first).to_contain_text("Refactor plan")
+    assert (await _session(gateway, ack["session_id"]))["title"] == "Refactor plan"
+    await one.get_by_role("button", name="Rename").click()
+    await field.fill("Not this")
+    await field.press("Escape")
+    await expect(field).to_be_hidden()
+    await expect(title).to_have_text("Refactor plan")
+    await expect(one.get_by_role("button", name="Rename")).to_be_focused()
+    await one.get_by_role("button", name="Rename").click()
+    await field.fill("")
+    await field.press("Enter")
+    for page in (one, two):
+        await expect(page.locator("#conversation-title")).to_contain_text(
+            "Session of", timeout=WAIT_MS
+        )
+    assert (await _session(gateway, ack["session_id"]))["title"] is None
+
+
+async def test_pin_puts_the_session_first_and_marks_it_in_every_tab(
+    profile: Tabs, gateway: RunningGateway
+) -> None:
+    """A pinned session comes first in both tabs' lists and says so; Unpin puts it back."""
+    old = await _ide_message(gateway, 9242, "older chat")
+    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+        assert (await http.post("/api/sessions", json={"port": 9242})).status_code == 201
+    await _ide_message(gateway, 9242, "newer chat")
+    one, two = await profile.open(9242), await profile.open(9242)
+    for page in (one, two):
+        await expect(_sessions(page)).to_have_count(2, timeout=WAIT_MS)
+    older = one.locator(f'[data-session-id="{old["session_id"]}"]')
+    await older.click()
+    await expect(message(one, 1)).to_contain_text("older chat", timeout=WAIT_MS)
+    await one.get_by_role("button", name="Pin", exact=True).click()
+    for page in (one, two):
+        first = _sessions(page).first
+        await expect(first).to_have_attribute("data-session-id", old["session_id"], timeout=WAIT_MS)
+        await expect(first).to_have_attribute("data-pinned", "true")
+        await expect(first).to_contain_text("pinned")
+    await expect(one.locator("#conversation-info")).to_contain_text("pinned")
+    await one.get_by_role("button", name="Unpin").click()
+    for page in (one, two):
+        await expect(_sessions(page).first).not_to_have_attribute(
+            "data-session-id", old["session_id"], timeout=WAIT_MS
+        )
+    await expect(one.get_by_role("button", name="Pin", exact=True)).to_be_visible()
+
+
+async def test_archive_and_unarchive_show_in_every_tab(
+    profile: Tabs, gateway: RunningGateway
+) -> None:
+    """Archive and Unarchive change the session in both tabs and swap the button's name."""
+    ack = await _ide_message(gateway, 9243, "to archive")
+    one, two = await profile.open(9243), await profile.open(9243)
+    await expect(message(one, 1)).to_be_visible(timeout=WAIT_MS)
+    item = f'[data-session-id="{ack["session_id"]}"]'
+    await one.get_by_role("button", name="Archive").click()
+    for page in (one, two):
+        await expect(page.locator(item)).to_have_attribute("data-active", "false", timeout=WAIT_MS)
+    assert (await _session(gateway, ack["session_id"]))["status"] == "archived"
+    await one.locator(item).click()
+    await one.get_by_role("button", name="Unarchive").click()
+    for page in (one, two):
+        await expect(page.locator(item)).to_have_attribute("data-active", "true", timeout=WAIT_MS)
+    await expect(one.get_by_role("button", name="Archive")).to_be_visible()
+    assert (await _session(gateway, ack["session_id"]))["status"] == "active"
+
+
+async def test_delete_asks_first_then_removes_the_session_from_every_tab(
+    profile: Tabs, gateway: RunningGateway
+) -> None:
+    """Delete asks for confirmation: declined, nothing changes; accepted, the session leaves
+    both tabs and the API."""
+    ack = await _ide_message(gateway, 9244, "short-lived")
+    one, two = await profile.open(9244), await profile.open(9244)
+    item = f'[data-session-id="{ack["session_id"]}"]'
+    for page in (one, two):
+        await expect(page.locator(item)).to_be_visible(timeout=WAIT_MS)
+    asked: list[str] = []
+
+    async def decline(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        await dialog.dismiss()
+
+    one.once("dialog", decline)
+    await one.get_by_role("button", name="Delete").click()
+    await expect(one.locator(item)).to_be_visible()
+    assert len(asked) == 1 and "short-lived" not in asked[0] and "1 message" in asked[0]
+    one.once("dialog", lambda dialog: dialog.accept())
+    await one.get_by_role("button", name="Delete").click()
+    for page in (one, two):
+        await expect(page.locator(item)).to_have_count(0, timeout=WAIT_MS)
+    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+        response = await http.get(f"/api/sessions/{ack['session_id']}")
+    assert response.status_code == 404
