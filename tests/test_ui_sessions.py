@@ -41,6 +41,16 @@ async def _ide_message(gateway: RunningGateway, port: int, content: str) -> dict
     return ack
 
 
+async def _two_sessions(
+    gateway: RunningGateway, port: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The acks of "older chat", in a session archived by a New chat, and "newer chat"."""
+    older = await _ide_message(gateway, port, "older chat")
+    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+        assert (await http.post("/api/sessions", json={"port": port})).status_code == 201
+    return older, await _ide_message(gateway, port, "newer chat")
+
+
 def _sessions(page: Page) -> Any:
     return page.get_by_test_id("session-item")
 
@@ -115,10 +125,7 @@ async def test_pin_puts_the_session_first_and_marks_it_in_every_tab(
     profile: Tabs, gateway: RunningGateway
 ) -> None:
     """A pinned session comes first in both tabs' lists and says so; Unpin puts it back."""
-    old = await _ide_message(gateway, 9242, "older chat")
-    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
-        assert (await http.post("/api/sessions", json={"port": 9242})).status_code == 201
-    await _ide_message(gateway, 9242, "newer chat")
+    old, _ = await _two_sessions(gateway, 9242)
     one, two = await profile.open(9242), await profile.open(9242)
     for page in (one, two):
         await expect(_sessions(page)).to_have_count(2, timeout=WAIT_MS)
@@ -187,3 +194,67 @@ async def test_delete_asks_first_then_removes_the_session_from_every_tab(
     async with httpx.AsyncClient(base_url=gateway.http_url) as http:
         response = await http.get(f"/api/sessions/{ack['session_id']}")
     assert response.status_code == 404
+
+
+async def _archive(gateway: RunningGateway, session_id: str) -> None:
+    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+        response = await http.patch(f"/api/sessions/{session_id}", json={"status": "archived"})
+    assert response.status_code == 200, response.text
+
+
+async def test_archived_sessions_are_listed_apart_under_their_heading(
+    profile: Tabs, gateway: RunningGateway
+) -> None:
+    """The port's archived sessions come after its active one, under an "Archived" heading."""
+    first, current = await _two_sessions(gateway, 9245)
+    page = await profile.open(9245)
+    await expect(_sessions(page)).to_have_count(2, timeout=WAIT_MS)
+    order: list[str] = await page.locator('[data-port="9245"] ~ .sessions > li').evaluate_all(
+        "(items) => items.map((li) => li.dataset.testid === 'archived-heading' ? 'heading'"
+        " : li.querySelector('button').dataset.sessionId)"
+    )
+    assert order == [current["session_id"], "heading", first["session_id"]]
+    await expect(page.get_by_role("heading", name="Archived")).to_be_visible()
+    await _archive(gateway, current["session_id"])
+    await expect(page.locator('[data-port="9245"] ~ .sessions > li').first).to_have_attribute(
+        "data-testid", "archived-heading", timeout=WAIT_MS
+    )
+
+
+async def test_archiving_the_shown_session_keeps_its_messages_in_view(
+    profile: Tabs, gateway: RunningGateway
+) -> None:
+    """Archiving the active session leaves its messages in view in both tabs (the port has
+    none active now); the port's next message starts a session both tabs follow again."""
+    for text in ("one", "two", "three"):
+        await _ide_message(gateway, 9246, text)
+    one, two = await profile.open(9246), await profile.open(9246)
+    for page in (one, two):
+        await expect(message(page, 3)).to_be_visible(timeout=WAIT_MS)
+    await one.get_by_role("button", name="Archive").click()
+    for page in (one, two):
+        await expect(page.locator("#conversation-info")).to_contain_text(
+            "archived session", timeout=WAIT_MS
+        )
+        await expect(page.locator('[data-testid="message"]')).to_have_count(3)
+        await expect(page.locator("#messages-empty")).to_be_hidden()
+        await expect(page.get_by_role("button", name="Back to the active session")).to_be_hidden()
+    await _ide_message(gateway, 9246, "a new chat")
+    for page in (one, two):
+        await expect(message(page, 1)).to_contain_text("a new chat", timeout=WAIT_MS)
+        await expect(page.locator('[data-testid="message"]')).to_have_count(1)
+        await expect(page.locator("#conversation-info")).to_contain_text("active session")
+
+
+async def test_a_port_without_an_active_session_opens_on_its_newest_history(
+    profile: Tabs, gateway: RunningGateway
+) -> None:
+    """A port whose sessions are all archived shows its newest one, not "No messages yet"."""
+    ack = await _ide_message(gateway, 9247, "kept for later")
+    await _archive(gateway, ack["session_id"])
+    page = await profile.open(9247)
+    await expect(message(page, 1)).to_contain_text("kept for later", timeout=WAIT_MS)
+    await expect(page.locator("#messages-empty")).to_be_hidden()
+    await expect(page.locator(f'[data-session-id="{ack["session_id"]}"]')).to_have_attribute(
+        "aria-current", "true"
+    )

@@ -19,6 +19,7 @@ import {
   ideTypeFor,
   loadPorts,
   newestPort,
+  newestSession,
   renderPorts,
   renderSessions,
   sessionTitle,
@@ -59,9 +60,21 @@ export function selectPort(port, sessionId) {
   if (port === state.selectedPort && sessionId === null && state.view.follow) return;
   const previous = state.selectedPort;
   state.selectedPort = port;
-  if (previous !== port) switchSessions();
+  if (previous !== port) switchSessions().then(showHistoryIfIdle);
   showView(port, sessionId);
   renderPorts();
+}
+
+/** A followed port with no active session shows its newest session instead of nothing: its
+ * history stays in view (marked `idle`, so the port's next active session is followed again). */
+function showHistoryIfIdle() {
+  const view = state.view;
+  if (!view.follow || view.sessionId !== null || view.port !== state.selectedPort) return;
+  const port = state.ports.get(view.port);
+  const newest = newestSession();
+  if (!newest || (port && port.active_session)) return;
+  showView(view.port, newest.id);
+  state.view.idle = true;
 }
 
 /** A session of the selected port was picked in the list. */
@@ -92,10 +105,17 @@ export function onSessionEvent(event, session, activated = false) {
   applySessionEvent(event, session);
   const view = state.view;
   if (view.port !== session.port) return;
-  if (activated && session.status === "active" && view.follow && session.id !== view.sessionId) {
+  if (activated && session.status === "active" && view.idle) {
+    showView(view.port, null); // the port has an active session again (maybe this one): follow it
+  } else if (activated && session.status === "active" && view.follow && session.id !== view.sessionId) {
     // Rotation (or an unarchive, or a switch announced after a resync): the port
     // subscription now sends that session's messages from its first.
     followNewSession(session.id);
+  } else if (view.follow && session.id === view.sessionId && session.status !== "active" && event !== "deleted") {
+    // The followed session was archived: the port has none active now. Keep showing this
+    // one (as history) rather than an empty port.
+    showView(view.port, session.id);
+    state.view.idle = true;
   } else if (event === "deleted" && session.id === view.sessionId) {
     if (view.follow) followNewSession(null);
     else showView(view.port, null);
@@ -176,8 +196,10 @@ export function onSubscribed(frame) {
   if (frame.sessions || frame.ref !== view.ref) return; // the list, or an older view's
   const session = frame.session;
   if (session === null) {
-    // A port with no session yet: its first message creates one (a `created` event).
+    // A port with no active session: its next message creates one (a `created` event);
+    // meanwhile its newest session, if it has any, shows.
     followNewSession(null);
+    showHistoryIfIdle();
     return;
   }
   if (session.port === state.selectedPort) {
@@ -331,14 +353,15 @@ function updateEmpty() {
 
 function renderHead() {
   const view = state.view;
-  dom.follow.hidden = view.follow || view.port === null;
+  const port = state.ports.get(view.port);
+  // "Back to the active session" only when there is one to go back to.
+  dom.follow.hidden = view.follow || view.port === null || Boolean(port && !port.active_session);
   renderSessionActions();
   if (view.port === null) {
     dom.title.textContent = "Select a port";
     dom.info.textContent = "";
     return;
   }
-  const port = state.ports.get(view.port);
   const session = view.sessionId ? state.sessions.get(view.sessionId) : null;
   dom.title.textContent = session ? sessionTitle(session) : `Port ${view.port}`;
   const parts = [`:${view.port}`, port ? port.ide_type : ideTypeFor(view.port)];

@@ -121,12 +121,13 @@ export function applyPresence(port, online) {
 }
 
 /** Forget the previous port's sessions and load the selected one's. */
+/** Forget the previous port's sessions and load the selected one's; resolves once loaded. */
 export function switchSessions() {
   state.sessions.clear();
   for (const li of state.sessionItems.values()) li.remove();
   state.sessionItems.clear();
   state.sessionsCursor = null;
-  loadSessions();
+  return loadSessions();
 }
 
 /** A page of the selected port's sessions: the first (null) or the one after `cursor`. */
@@ -161,51 +162,54 @@ function activity(session) {
   return session.last_message_at || session.created_at || "";
 }
 
-/** Pinned sessions first, then the newest activity first. */
+/** Archived (and not pinned): listed apart, under "Archived". */
+function inArchive(session) {
+  return session.status !== "active" && !session.pinned;
+}
+
+/** Pinned sessions first, then the newest activity first; the archive after all the rest. */
 function listOrder(a, b) {
+  if (inArchive(a) !== inArchive(b)) return inArchive(a) ? 1 : -1;
   if (a.pinned !== b.pinned) return a.pinned ? -1 : 1;
   return activity(b) > activity(a) ? 1 : activity(b) < activity(a) ? -1 : b.id > a.id ? 1 : -1;
 }
 
-/** The selected port's sessions, pinned first, the one shown marked. */
+/** The newest session of the selected port by activity, or null if it has none loaded. */
+export function newestSession() {
+  let best = null;
+  for (const session of state.sessions.values()) {
+    if (best === null || activity(session) > activity(best)) best = session;
+  }
+  return best;
+}
+
+/** The "Archived" heading of the port's list, made once per list. */
+function archiveHeading(list) {
+  let heading = list.querySelector(".session-group");
+  if (!heading) {
+    heading = h(
+      "li",
+      { class: "session-group", "data-testid": "archived-heading" },
+      h("h3", { class: "session-group-title", text: "Archived" }),
+    );
+  }
+  return heading;
+}
+
+/** The selected port's sessions: pinned first, then the others by activity, then the
+ * archived ones under their own heading; the one shown marked. */
 export function renderSessions() {
   const li = state.portItems.get(state.selectedPort);
   if (!li) return;
   const list = li.lastChild;
   const sessions = [...state.sessions.values()].sort(listOrder);
-  sessions.forEach((session, index) => {
-    let item = state.sessionItems.get(session.id);
-    if (!item) {
-      item = h(
-        "li",
-        {},
-        h(
-          "button",
-          {
-            type: "button",
-            class: "session-button",
-            "data-testid": "session-item",
-            "data-session-id": session.id,
-          },
-          h("span", { class: "session-title" }),
-          h("span", { class: "session-meta" }),
-        ),
-      );
-      state.sessionItems.set(session.id, item);
-    }
+  const firstArchived = sessions.findIndex(inArchive);
+  const heading = archiveHeading(list);
+  if (firstArchived < 0) heading.remove();
+  const items = sessions.map(sessionItem);
+  if (firstArchived >= 0) items.splice(firstArchived, 0, heading);
+  items.forEach((item, index) => {
     if (list.children[index] !== item) list.insertBefore(item, list.children[index] || null);
-    const button = item.firstChild;
-    const active = session.status === "active";
-    const shown = session.id === state.view.sessionId;
-    button.dataset.active = String(active);
-    button.dataset.pinned = String(Boolean(session.pinned));
-    button.classList.toggle("active", active);
-    if (shown) button.setAttribute("aria-current", "true");
-    else button.removeAttribute("aria-current");
-    button.querySelector(".session-title").textContent = sessionTitle(session);
-    const count = `${session.message_count} message${session.message_count === 1 ? "" : "s"}`;
-    const meta = [session.pinned ? "pinned" : null, active ? "active" : null, count];
-    button.querySelector(".session-meta").textContent = meta.filter(Boolean).join(" · ");
   });
   let more = list.querySelector(".more");
   if (state.sessionsCursor && !more) {
@@ -218,6 +222,43 @@ export function renderSessions() {
     if (state.sessionsCursor) list.append(more);
     else more.remove();
   }
+}
+
+/** A session's list item, made or updated. */
+function sessionItem(session) {
+  let item = state.sessionItems.get(session.id);
+  if (!item) {
+    item = h(
+      "li",
+      { class: "session" },
+      h(
+        "button",
+        {
+          type: "button",
+          class: "session-button",
+          "data-testid": "session-item",
+          "data-session-id": session.id,
+        },
+        h("span", { class: "session-title" }),
+        h("span", { class: "session-meta" }),
+      ),
+    );
+    state.sessionItems.set(session.id, item);
+  }
+  const button = item.firstChild;
+  const active = session.status === "active";
+  const shown = session.id === state.view.sessionId;
+  button.dataset.active = String(active);
+  button.dataset.pinned = String(Boolean(session.pinned));
+  button.classList.toggle("active", active);
+  if (shown) button.setAttribute("aria-current", "true");
+  else button.removeAttribute("aria-current");
+  button.querySelector(".session-title").textContent = sessionTitle(session);
+  const count = `${session.message_count} message${session.message_count === 1 ? "" : "s"}`;
+  const standing = active ? "active" : session.pinned ? "archived" : null; // else: under "Archived"
+  const meta = [session.pinned ? "pinned" : null, standing, count];
+  button.querySelector(".session-meta").textContent = meta.filter(Boolean).join(" · ");
+  return item;
 }
 
 export function sessionTitle(session) {

@@ -51,6 +51,7 @@ export function newView(port, sessionId) {
     since: null, // the since_seq that subscribe carried
     target: null, // what the subscription names: {port} or {session_id}
     reveal: null, // a seq to scroll to once loaded (a search result that was opened)
+    idle: false, // history shown because the port has no active session (follow the next one)
   };
 }
 
