@@ -258,3 +258,21 @@ async def test_a_port_without_an_active_session_opens_on_its_newest_history(
     await expect(page.locator(f'[data-session-id="{ack["session_id"]}"]')).to_have_attribute(
         "aria-current", "true"
     )
+
+
+async def test_ports_are_ordered_by_recent_activity_live(
+    profile: Tabs, gateway: RunningGateway
+) -> None:
+    """The most recently active port is listed first, and a new message moves its port up."""
+    async with gateway.connect() as ide:
+        for port in (9248, 9249, 9250):
+            frame = {"type": "message", "port": port, "content": "hi", "durable": True}
+            assert (await request(ide, frame))["durability"] == "persisted"
+        page = await profile.open(9249)
+        ports = page.get_by_test_id("port-item")
+        order = "(items) => items.map((item) => Number(item.dataset.port))"
+        listed = [p for p in await ports.evaluate_all(order) if p in (9248, 9249, 9250)]
+        assert listed == [9250, 9249, 9248]
+        frame = {"type": "message", "port": 9248, "content": "back", "durable": True}
+        assert (await request(ide, frame))["durability"] == "persisted"
+        await expect(ports.first).to_have_attribute("data-port", "9248", timeout=WAIT_MS)

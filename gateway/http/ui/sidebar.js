@@ -76,8 +76,14 @@ export function listenSidebar({ pickPort, pickSession }) {
   });
 }
 
+/** The most recently active port first (a port with no activity last), then by number. */
+function portOrder(a, b) {
+  const at = (p) => p.last_activity_at || "";
+  return at(b) > at(a) ? 1 : at(b) < at(a) ? -1 : a.port - b.port;
+}
+
 export function renderPorts() {
-  const ports = [...state.ports.values()].sort((a, b) => a.port - b.port);
+  const ports = [...state.ports.values()].sort(portOrder);
   dom.portsEmpty.hidden = ports.length > 0;
   ports.forEach((port, index) => {
     let li = state.portItems.get(port.port);
