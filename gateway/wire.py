@@ -177,6 +177,10 @@ class SearchResult(_Body):
         msgspec.Meta(description="[start, end) code-point offsets of the matches in `snippet`."),
     ]
     rank: Annotated[float, msgspec.Meta(ge=0)]
+    session_title: Annotated[
+        str | None, msgspec.Meta(description="The session's title; null when it has none.")
+    ] = None
+    session_created_at: Time | None = None
 
 
 class SearchResults(_Body):
@@ -355,6 +359,8 @@ def search_result(hit: search.Hit) -> SearchResult:
         hit.snippet,
         hit.highlights,
         hit.rank,
+        hit.session_title,
+        hit.session_created_at,
     )
 
 

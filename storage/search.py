@@ -66,7 +66,8 @@ SELECT (SELECT count(*) FROM written) AS indexed, last.session_id, last.seq
 """
 
 _SEARCH = """
-SELECT h.session_id, h.seq, h.port, h.created_at, h.rank, m.id, m.role, m.content
+SELECT h.session_id, h.seq, h.port, h.created_at, h.rank, m.id, m.role, m.content,
+       se.title AS session_title, se.created_at AS session_created_at
   FROM (SELECT c.session_id, c.seq, c.port, c.created_at,
                ts_rank_cd(c.tsv, search_query($2), {normalization}) AS rank
           FROM (SELECT s.session_id, s.seq, s.port, s.created_at, s.tsv
@@ -80,6 +81,7 @@ SELECT h.session_id, h.seq, h.port, h.created_at, h.rank, m.id, m.role, m.conten
          ORDER BY rank DESC, c.created_at DESC, c.session_id, c.seq
          LIMIT $3) AS h
   JOIN messages m ON m.session_id = h.session_id AND m.seq = h.seq
+  JOIN sessions se ON se.id = h.session_id
  ORDER BY h.rank DESC, h.created_at DESC, h.session_id, h.seq
 """
 _SEARCH_ALL = _SEARCH.format(normalization=_RANK_NORMALIZATION, candidates=CANDIDATES, port="")
@@ -110,6 +112,9 @@ class Hit:
     snippet: str
     highlights: list[tuple[int, int]]
     rank: float
+    # The session's title (None: untitled) and start, which clients name an untitled one by.
+    session_title: str | None = None
+    session_created_at: datetime | None = None
 
 
 async def search(
@@ -141,6 +146,8 @@ async def search(
                 text,
                 spans,
                 round(float(r["rank"]), 6),  # a float4: no spurious digits
+                r["session_title"],
+                r["session_created_at"],
             )
         )
     return hits

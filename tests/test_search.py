@@ -68,12 +68,17 @@ async def test_results_are_ranked_with_a_highlighted_plain_text_snippet(
     assert best["session_id"] == acks[0]["session_id"] and best["seq"] == acks[0]["seq"]
     assert best["port"] == 9400 and best["role"] == "user" and best["created_at"].endswith("Z")
     assert marked(best) == ["Zebra", "zebra", "ZEBRA", "zebra"]
+    # Each hit names its session: untitled here (null), with when it started.
+    assert best["session_title"] is None and best["session_created_at"].endswith("Z")
     middle = results[1]
     assert middle["snippet"].startswith("…") and middle["snippet"].endswith("…")
     assert len(middle["snippet"]) <= SNIPPET_CHARS + 2 and marked(middle) == ["zebra"]
     assert [r["message_id"] for r in await found(http, '"zebra stripes"')] == [acks[0]["id"]]
     assert await found(http, "zebra -stripes") == [results[1]]
     assert len(await found(http, "zebra", limit=1)) == 1
+    renamed = await http.patch(f"/api/sessions/{best['session_id']}", json={"title": "Zoo"})
+    assert renamed.status_code == 200, renamed.text
+    assert (await found(http, "zebra"))[0]["session_title"] == "Zoo"
 
 
 async def test_port_filter_and_code_identifiers(

@@ -116,6 +116,14 @@ async def tabs(browser: Browser, gateway: RunningGateway) -> AsyncIterator[Tabs]
         yield opened
 
 
+@pytest.fixture(name="profile")
+async def profile_fixture(browser: Browser, gateway: RunningGateway) -> AsyncIterator[Tabs]:
+    """`tabs` for the other UI test modules, which import this function: as `profile`, a
+    test's parameter does not shadow an imported name."""
+    async with tabs_of(browser, gateway) as opened:
+        yield opened
+
+
 def message(page: Page, seq: int) -> Locator:
     return page.locator(f'[data-testid="message"][data-seq="{seq}"]')
 

@@ -4,34 +4,22 @@ second tab of the same user."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
-from playwright.async_api import Browser, Dialog, Page, expect
+from playwright.async_api import Dialog, Page, expect
 
 from tests.conftest import RunningGateway, request
-from tests.test_ui import (  # noqa: F401 - browser is a fixture
+from tests.test_ui import (  # noqa: F401 - fixtures
     WAIT_MS,
     Tabs,
     browser,
     message,
     needs_chromium,
-    tabs_of,
+    profile_fixture,
 )
 
 pytestmark = needs_chromium
-
-
-@pytest.fixture
-async def profile(
-    browser: Browser,  # noqa: F811 - the fixture imported above
-    gateway: RunningGateway,
-) -> AsyncIterator[Tabs]:
-    """Tabs of one browser profile on the gateway; none may end with a JavaScript error."""
-    async with tabs_of(browser, gateway) as opened:
-        yield opened
 
 
 async def _ide_message(gateway: RunningGateway, port: int, content: str) -> dict[str, Any]:

@@ -156,8 +156,9 @@ def test_pages_keep_null_and_nested_shapes() -> None:
 def test_search_stats_and_error_bodies() -> None:
     """Search hits, stats and errors encode as the handlers' dicts did."""
     hit = search.Hit(
-        PgUUID(str(uuid.uuid4())), 1, 2, uuid.uuid4(), "tool", CREATED, "s", [(0, 1)], 0.5
-    )
+        PgUUID(str(uuid.uuid4())), 1, 2, uuid.uuid4(), "tool", CREATED, "s", [(0, 1)], 0.5,
+        "Plan", CREATED,
+    )  # fmt: skip
     expected = {
         "session_id": hit.session_id,
         "port": 1,
@@ -168,6 +169,8 @@ def test_search_stats_and_error_bodies() -> None:
         "snippet": "s",
         "highlights": [[0, 1]],
         "rank": 0.5,
+        "session_title": "Plan",
+        "session_created_at": CREATED,
     }
     assert wire.encode(wire.search_result(hit)) == _orjson(expected)
     counts = stats.Stats(sessions_active=2, sessions_archived=3, messages=9)

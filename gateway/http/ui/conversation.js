@@ -251,10 +251,14 @@ async function loadNewest(view, lastSeq) {
   if (view.reveal !== null) await reveal(view);
 }
 
-/** Load earlier pages until the message `view.reveal` is shown, then scroll to it and mark it. */
+/** Load earlier pages until the message `view.reveal` is shown, then scroll to it and mark it:
+ * to the word `view.revealText` in it when given (a long message's match may be far from its
+ * middle), marked with the CSS highlight `search-hit`. */
 export async function reveal(view) {
   const seq = view.reveal;
+  const text = view.revealText;
   view.reveal = null;
+  view.revealText = null;
   while (!view.messages.has(seq) && view.hasOlder && state.view === view) {
     const before = view.messages.size;
     await loadOlder();
@@ -265,7 +269,31 @@ export async function reveal(view) {
   if (!el) return;
   for (const found of dom.messages.querySelectorAll(".found")) found.classList.remove("found");
   el.classList.add("found");
-  el.scrollIntoView({ block: "center" });
+  const range = text ? findText(el, text) : null;
+  if (!range) {
+    el.scrollIntoView({ block: "center" });
+    return;
+  }
+  const box = range.getBoundingClientRect();
+  const frame = dom.scroller.getBoundingClientRect();
+  dom.scroller.scrollTop += box.top - frame.top - (frame.height - box.height) / 2;
+  if (globalThis.CSS && CSS.highlights) CSS.highlights.set("search-hit", new Highlight(range));
+}
+
+/** The first occurrence of `text` in `el`'s text, case aside, as a Range; null if none lies
+ * within one text node. */
+function findText(el, text) {
+  const wanted = text.toLowerCase();
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const at = node.data.toLowerCase().indexOf(wanted);
+    if (at < 0) continue;
+    const range = document.createRange();
+    range.setStart(node, at);
+    range.setEnd(node, at + text.length);
+    return range;
+  }
+  return null;
 }
 
 async function loadOlder() {

@@ -33,6 +33,7 @@ export const dom = {
   notice: $("notice"),
   search: $("search"),
   searchInput: $("search-input"),
+  searchPort: $("search-port"),
   searchStatus: $("search-status"),
   searchResults: $("search-results"),
 };
@@ -51,6 +52,7 @@ export function newView(port, sessionId) {
     since: null, // the since_seq that subscribe carried
     target: null, // what the subscription names: {port} or {session_id}
     reveal: null, // a seq to scroll to once loaded (a search result that was opened)
+    revealText: null, // and the matched word in it to bring into view
     idle: false, // history shown because the port has no active session (follow the next one)
   };
 }
