@@ -25,7 +25,7 @@ HARNESS = (
 # The elements and attributes the renderer may produce, whatever the content.
 ALLOWED_TAGS = {
     "div", "p", "br", "pre", "code", "strong", "em", "del", "a", "ul", "ol", "li",
-    "blockquote", "hr", "h3", "h4", "h5", "h6",
+    "blockquote", "hr", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td",
 }  # fmt: skip
 ALLOWED_ATTRIBUTES = {"class", "href", "rel", "target", "start", "data-lang"}
 
@@ -102,6 +102,18 @@ WIKI = "https://en.wikipedia.org/wiki/Foo_(bar)"
           id="bare-urls"),
         P("[x](javascript:alert(1)) and [y](data:text/html,hi)",
           "<p>[x](javascript:alert(1)) and [y](data:text/html,hi)</p>", id="unsafe-links"),
+
+        P("| Name | Size |\n|:--|--:|\n| `a.py` | 10 |\n| b \\| c | **20** |",
+          '<div class="table-scroll"><table><thead><tr><th class="align-left">Name</th>'
+          '<th class="align-right">Size</th></tr></thead><tbody><tr>'
+          '<td class="align-left"><code>a.py</code></td><td class="align-right">10</td></tr>'
+          '<tr><td class="align-left">b | c</td><td class="align-right"><strong>20</strong></td>'
+          "</tr></tbody></table></div>", id="table"),
+        P("a | b\n--- | ---\n1 | 2\n\nafter",
+          '<div class="table-scroll"><table><thead><tr><th>a</th><th>b</th></tr></thead>'
+          "<tbody><tr><td>1</td><td>2</td></tr></tbody></table></div><p>after</p>",
+          id="table-no-outer-pipes"),
+        P("a | b\n--- | --- | ---", "<p>a | b<br>--- | --- | ---</p>", id="table-mismatch"),
     ],
 )  # fmt: skip
 async def test_markdown_subset(page: Page, source: str, html: str) -> None:

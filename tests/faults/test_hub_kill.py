@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
 from storage.embedded import ServerProcess
+from storage.keys import Keys
 from tests.conftest import migrated_database
 from tests.faults.harness import (
     IO_TIMEOUT,
@@ -24,6 +25,7 @@ from tests.faults.harness import (
     caught_up,
     collect_report,
     gateway_process,
+    stream_empty,
     wait_until,
 )
 
@@ -101,6 +103,9 @@ async def test_hub_killed_repeatedly_no_subscriber_misses_a_message(
         await wait_until(got_resync, 10, "the session list got resync")
         feeds = [*port_feeds, session_feed]
         await caught_up(feeds, load.newest_seqs())
+        # The feeds saw every message once it was buffered; the report reads PostgreSQL.
+        stream = Keys(deployment.key_prefix).stream
+        await wait_until(lambda: stream_empty(redis, stream), 30, "the writer drained")
         report = await collect_report(
             "e. the hub's pub/sub connection killed 5 times, 1 s apart",
             deployment,

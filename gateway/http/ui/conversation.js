@@ -269,6 +269,8 @@ export async function reveal(view) {
   if (!el) return;
   for (const found of dom.messages.querySelectorAll(".found")) found.classList.remove("found");
   el.classList.add("found");
+  // A long message shows collapsed: open it, or the match may be in its hidden part.
+  if (el.classList.contains("collapsed")) el.querySelector(".show-more")?.click();
   const range = text ? findText(el, text) : null;
   if (!range) {
     el.scrollIntoView({ block: "center" });

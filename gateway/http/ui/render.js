@@ -6,9 +6,10 @@
 // URL() parsed it as http(s). This module never touches innerHTML.
 //
 // The markdown is a small subset, on purpose: fenced code blocks, headings, bullet and
-// numbered lists (nested by indentation), block quotes, rules, paragraphs (a single newline is
-// a line break, as in chat), and inline `code`, **bold**, *italic*, ~~strike~~, [links](url)
-// and bare http(s) URLs. Anything else shows as the text it is.
+// numbered lists (nested by indentation), block quotes, rules, tables (GitHub's pipes, with
+// column alignment), paragraphs (a single newline is a line break, as in chat), and inline
+// `code`, **bold**, *italic*, ~~strike~~, [links](url) and bare http(s) URLs. Anything else
+// shows as the text it is.
 
 /** An element: h("a", {href, class, text, onclick, dataset}, ...children). */
 export function h(tag, attrs = {}, ...children) {
@@ -30,8 +31,50 @@ export function h(tag, attrs = {}, ...children) {
 const ROLES = new Set(["user", "assistant", "system", "tool"]);
 const ROLE_LABELS = { user: "User", assistant: "Assistant", system: "System", tool: "Tool" };
 
-/** The `message` element for one stored message (the API's and the events' shape). */
+// A message longer than this (characters or lines) shows collapsed, with "Show more".
+const LONG_CHARS = 3000;
+const LONG_LINES = 40;
+
+/** The `message` element for one stored message (the API's and the events' shape): its
+ * code blocks get a Copy button, and a long one shows collapsed with "Show more". */
 export function renderMessage(message) {
+  const content = renderContent(message.content, message.content_type);
+  for (const pre of content.querySelectorAll("pre")) pre.append(copyButton(pre.querySelector("code")));
+  const text = String(message.content ?? "");
+  const long = text.length > LONG_CHARS || text.split("\n", LONG_LINES + 1).length > LONG_LINES;
+  const article = messageElement(message, content);
+  if (long) {
+    article.classList.add("collapsed");
+    article.append(showMoreButton(article));
+  }
+  return article;
+}
+
+function copyButton(code) {
+  const button = h("button", { type: "button", class: "secondary copy-code", text: "Copy" });
+  button.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(code.textContent);
+      button.textContent = "Copied";
+    } catch {
+      button.textContent = "Copy failed";
+    }
+    setTimeout(() => { button.textContent = "Copy"; }, 1500); // feedback only
+  });
+  return button;
+}
+
+function showMoreButton(article) {
+  const button = h("button", { type: "button", class: "secondary show-more", text: "Show more", "aria-expanded": "false" });
+  button.addEventListener("click", () => {
+    const collapsed = article.classList.toggle("collapsed");
+    button.textContent = collapsed ? "Show more" : "Show less";
+    button.setAttribute("aria-expanded", String(!collapsed));
+  });
+  return button;
+}
+
+function messageElement(message, content) {
   const role = ROLES.has(message.role) ? message.role : "other";
   const when = message.timestamp || message.created_at;
   return h(
@@ -50,7 +93,7 @@ export function renderMessage(message) {
       message.source === "ide_extraction" ? h("span", { class: "tag", text: "from IDE" }) : null,
       message.edited_at ? h("span", { class: "tag", text: "edited", title: message.edited_at }) : null,
     ),
-    renderContent(message.content, message.content_type),
+    content,
   );
 }
 
@@ -96,6 +139,8 @@ const RULE = /^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$/;
 const BULLET = /^( {0,12})([-*+])[ \t]+(.*)$/;
 const ORDERED = /^( {0,12})(\d{1,9})([.)])[ \t]+(.*)$/;
 const QUOTE = /^ {0,3}>[ \t]?(.*)$/;
+// One cell of a table's delimiter row (| --- | :---: | ---: |), cells split beforehand.
+const TABLE_DELIMITER_CELL = /^:?-+:?$/;
 // Nesting deeper than this (quotes in lists in quotes ...) is shown as text: the renderer is
 // recursive and content is untrusted.
 const MAX_DEPTH = 8;
@@ -125,6 +170,8 @@ export function renderMarkdown(source, depth = 0) {
       while (i < lines.length && !closesFence(lines[i], fence)) body.push(raw[i++]);
       i += 1; // the closing fence; an unclosed fence (a reply still streaming) runs to the end
       out.append(codeBlock(body.join("\n"), m[2]));
+    } else if (startsTable(lines, i)) {
+      i = table(lines, i, out);
     } else if ((m = HEADING.exec(line))) {
       const level = Math.min(m[1].length + 2, 6); // # is h3: the page owns h1 and h2
       out.append(h(`h${level}`, {}, inline(headingText(m[2] || ""))));
@@ -173,6 +220,56 @@ function closesFence(line, fence) {
   const trimmed = line.trim();
   return trimmed.length >= fence.length && /^ {0,3}\S/.test(line) &&
     trimmed === fence[0].repeat(trimmed.length);
+}
+
+/** A table starts here: a row with a pipe, then a delimiter row of as many columns. */
+function startsTable(lines, i) {
+  if (i + 1 >= lines.length || !lines[i].includes("|") || !lines[i + 1].includes("|")) return false;
+  const delimiter = cells(lines[i + 1]);
+  return delimiter.every((d) => TABLE_DELIMITER_CELL.test(d)) && cells(lines[i]).length === delimiter.length;
+}
+
+/** A row's cells: split at pipes that are not escaped (\|), outer pipes dropped. */
+function cells(line) {
+  let text = line.trim();
+  if (text.startsWith("|")) text = text.slice(1);
+  if (text.endsWith("|") && !text.endsWith("\\|")) text = text.slice(0, -1);
+  const out = [];
+  let cell = "";
+  for (let k = 0; k < text.length; k++) {
+    if (text[k] === "\\" && text[k + 1] === "|") {
+      cell += "|";
+      k += 1;
+    } else if (text[k] === "|") {
+      out.push(cell.trim());
+      cell = "";
+    } else {
+      cell += text[k];
+    }
+  }
+  out.push(cell.trim());
+  return out;
+}
+
+/** The table starting at lines[i] (header, delimiter, rows until a blank line or a line
+ * with no pipe); appends it to `out` and returns the index after it. */
+function table(lines, i, out) {
+  const header = cells(lines[i]);
+  const aligns = cells(lines[i + 1]).map((d) =>
+    d.startsWith(":") && d.endsWith(":") ? "center" : d.endsWith(":") ? "right" : d.startsWith(":") ? "left" : null,
+  );
+  const cell = (tag, text, col) =>
+    h(tag, { class: aligns[col] ? `align-${aligns[col]}` : null }, text.length <= INLINE_LIMIT ? inline(text) : text);
+  const head = h("thead", {}, h("tr", {}, header.map((text, col) => cell("th", text, col))));
+  const body = h("tbody");
+  i += 2;
+  while (i < lines.length && lines[i].trim() && lines[i].includes("|")) {
+    const row = cells(lines[i]);
+    body.append(h("tr", {}, header.map((_, col) => cell("td", row[col] ?? "", col))));
+    i += 1;
+  }
+  out.append(h("div", { class: "table-scroll" }, h("table", {}, head, body.children.length ? body : null)));
+  return i;
 }
 
 function startsBlock(line) {
