@@ -102,6 +102,13 @@ class Session(_Body):
     last_message_at: Time | None
     created_at: Time
     updated_at: Time
+    auto_title: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="The first line of the session's first user message (at most 80"
+            " characters), set once it is stored; null before. Clients show `title`, else this."
+        ),
+    ] = None
 
 
 class SessionPage(_Body):
@@ -308,6 +315,7 @@ def session(s: sessions.Session) -> Session:
         s.last_message_at,
         s.created_at,
         s.updated_at,
+        s.auto_title,
     )
 
 

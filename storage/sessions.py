@@ -18,7 +18,7 @@ from storage.ids import new_id
 
 COLUMNS = (
     "id, user_id, port, ide_type, title, status, pinned, message_count, last_message_at,"
-    " created_at, updated_at"
+    " created_at, updated_at, auto_title"
 )
 
 
@@ -35,6 +35,8 @@ class Session:
     last_message_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # The first line of its first user message (sql/0004), set by the writer; None until then.
+    auto_title: str | None = None
 
 
 def session_from(record: asyncpg.Record) -> Session:

@@ -442,6 +442,8 @@ UPDATE sessions s
    SET message_count = s.message_count + c.n,
        last_message_at = greatest(s.last_message_at, c.last_at),
        activity_at = greatest(s.activity_at, c.last_at),
+       -- Looked up only while unset (coalesce stops at its first non-null argument).
+       auto_title = coalesce(s.auto_title, session_first_user_line(s.id)),
        updated_at = now()
   FROM (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[])) AS c(id, n, last_at)
  WHERE s.id = c.id

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 
 import asyncpg
+import httpx
 
 from tests.conftest import RunningGateway, drained, receive, request, send
 
@@ -115,3 +116,31 @@ async def test_another_connection_follows_the_rotation(gateway: RunningGateway) 
     assert before["session_id"] != created["session"]["id"]
     assert after["session_id"] == created["session"]["id"]
     assert after["results"][0]["seq"] == 1
+
+
+async def test_a_session_is_named_by_the_first_line_of_its_first_user_message(
+    gateway: RunningGateway,
+) -> None:
+    """Once committed, a session's `auto_title` is its first user message's first line, markdown
+    marks dropped, at most 80 characters; later messages and a rename leave it alone."""
+    async with gateway.connect() as ws:
+        for role, content in [
+            ("assistant", "How can I help?"),
+            ("user", "\n  ## Fix the *login* bug on Safari\nit fails after the redirect"),
+            ("user", "another question"),
+        ]:
+            frame = {"type": "message", "port": 9270, "role": role, "content": content,
+                     "durable": True}  # fmt: skip
+            ack = await request(ws, frame)
+            assert ack["durability"] == "persisted", ack
+        long = {"type": "message", "port": 9271, "content": "x" * 200, "durable": True}
+        long_ack = await request(ws, long)
+    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+        path = f"/api/sessions/{ack['session_id']}"
+        session = (await http.get(path)).json()
+        assert session["title"] is None
+        assert session["auto_title"] == "Fix the *login* bug on Safari"
+        renamed = (await http.patch(path, json={"title": "Safari"})).json()
+        assert (renamed["title"], renamed["auto_title"]) == ("Safari", session["auto_title"])
+        other = (await http.get(f"/api/sessions/{long_ack['session_id']}")).json()
+        assert other["auto_title"] == "x" * 80

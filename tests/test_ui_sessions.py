@@ -60,7 +60,7 @@ async def test_new_chat_by_button_and_by_shortcut_shows_in_every_tab(
     one, two = await profile.open(9240), await profile.open(9240)
     for page in (one, two):
         await expect(message(page, 1)).to_be_visible(timeout=WAIT_MS)
-    await one.get_by_role("button", name="New chat").click()
+    await one.get_by_role("button", name="New chat", exact=True).click()
     for page in (one, two):
         await expect(_sessions(page)).to_have_count(2, timeout=WAIT_MS)
         await expect(page.locator('[data-testid="message"]')).to_have_count(0, timeout=WAIT_MS)
@@ -81,8 +81,8 @@ async def test_rename_is_inline_and_shows_in_every_tab(
     ack = await _ide_message(gateway, 9241, "notes")
     one, two = await profile.open(9241), await profile.open(9241)
     title = one.locator("#conversation-title")
-    await expect(title).to_contain_text("Session of", timeout=WAIT_MS)
-    await one.get_by_role("button", name="Rename").click()
+    await expect(title).to_have_text("notes", timeout=WAIT_MS)  # named by its first message
+    await one.get_by_role("button", name="Rename", exact=True).click()
     field = one.get_by_role("textbox", name="Session title")
     await expect(field).to_be_focused()
     await field.fill("Refactor plan")
@@ -93,19 +93,17 @@ async def test_rename_is_inline_and_shows_in_every_tab(
         )
         await expect(_sessions(page).first).to_contain_text("Refactor plan")
     assert (await _session(gateway, ack["session_id"]))["title"] == "Refactor plan"
-    await one.get_by_role("button", name="Rename").click()
+    await one.get_by_role("button", name="Rename", exact=True).click()
     await field.fill("Not this")
     await field.press("Escape")
     await expect(field).to_be_hidden()
     await expect(title).to_have_text("Refactor plan")
-    await expect(one.get_by_role("button", name="Rename")).to_be_focused()
-    await one.get_by_role("button", name="Rename").click()
+    await expect(one.get_by_role("button", name="Rename", exact=True)).to_be_focused()
+    await one.get_by_role("button", name="Rename", exact=True).click()
     await field.fill("")
     await field.press("Enter")
     for page in (one, two):
-        await expect(page.locator("#conversation-title")).to_contain_text(
-            "Session of", timeout=WAIT_MS
-        )
+        await expect(page.locator("#conversation-title")).to_have_text("notes", timeout=WAIT_MS)
     assert (await _session(gateway, ack["session_id"]))["title"] is None
 
 
@@ -127,7 +125,7 @@ async def test_pin_puts_the_session_first_and_marks_it_in_every_tab(
         await expect(first).to_have_attribute("data-pinned", "true")
         await expect(first).to_contain_text("pinned")
     await expect(one.locator("#conversation-info")).to_contain_text("pinned")
-    await one.get_by_role("button", name="Unpin").click()
+    await one.get_by_role("button", name="Unpin", exact=True).click()
     for page in (one, two):
         await expect(_sessions(page).first).not_to_have_attribute(
             "data-session-id", old["session_id"], timeout=WAIT_MS
@@ -143,15 +141,15 @@ async def test_archive_and_unarchive_show_in_every_tab(
     one, two = await profile.open(9243), await profile.open(9243)
     await expect(message(one, 1)).to_be_visible(timeout=WAIT_MS)
     item = f'[data-session-id="{ack["session_id"]}"]'
-    await one.get_by_role("button", name="Archive").click()
+    await one.get_by_role("button", name="Archive", exact=True).click()
     for page in (one, two):
         await expect(page.locator(item)).to_have_attribute("data-active", "false", timeout=WAIT_MS)
     assert (await _session(gateway, ack["session_id"]))["status"] == "archived"
     await one.locator(item).click()
-    await one.get_by_role("button", name="Unarchive").click()
+    await one.get_by_role("button", name="Unarchive", exact=True).click()
     for page in (one, two):
         await expect(page.locator(item)).to_have_attribute("data-active", "true", timeout=WAIT_MS)
-    await expect(one.get_by_role("button", name="Archive")).to_be_visible()
+    await expect(one.get_by_role("button", name="Archive", exact=True)).to_be_visible()
     assert (await _session(gateway, ack["session_id"]))["status"] == "active"
 
 
@@ -172,11 +170,11 @@ async def test_delete_asks_first_then_removes_the_session_from_every_tab(
         await dialog.dismiss()
 
     one.once("dialog", decline)
-    await one.get_by_role("button", name="Delete").click()
+    await one.get_by_role("button", name="Delete", exact=True).click()
     await expect(one.locator(item)).to_be_visible()
-    assert len(asked) == 1 and "short-lived" not in asked[0] and "1 message" in asked[0]
+    assert len(asked) == 1 and "“short-lived”" in asked[0] and "1 message" in asked[0]
     one.once("dialog", lambda dialog: dialog.accept())
-    await one.get_by_role("button", name="Delete").click()
+    await one.get_by_role("button", name="Delete", exact=True).click()
     for page in (one, two):
         await expect(page.locator(item)).to_have_count(0, timeout=WAIT_MS)
     async with httpx.AsyncClient(base_url=gateway.http_url) as http:
@@ -219,14 +217,16 @@ async def test_archiving_the_shown_session_keeps_its_messages_in_view(
     one, two = await profile.open(9246), await profile.open(9246)
     for page in (one, two):
         await expect(message(page, 3)).to_be_visible(timeout=WAIT_MS)
-    await one.get_by_role("button", name="Archive").click()
+    await one.get_by_role("button", name="Archive", exact=True).click()
     for page in (one, two):
         await expect(page.locator("#conversation-info")).to_contain_text(
             "archived session", timeout=WAIT_MS
         )
         await expect(page.locator('[data-testid="message"]')).to_have_count(3)
         await expect(page.locator("#messages-empty")).to_be_hidden()
-        await expect(page.get_by_role("button", name="Back to the active session")).to_be_hidden()
+        await expect(
+            page.get_by_role("button", name="Back to the active session", exact=True)
+        ).to_be_hidden()
     await _ide_message(gateway, 9246, "a new chat")
     for page in (one, two):
         await expect(message(page, 1)).to_contain_text("a new chat", timeout=WAIT_MS)
@@ -264,3 +264,27 @@ async def test_ports_are_ordered_by_recent_activity_live(
         frame = {"type": "message", "port": 9248, "content": "back", "durable": True}
         assert (await request(ide, frame))["durability"] == "persisted"
         await expect(ports.first).to_have_attribute("data-port", "9248", timeout=WAIT_MS)
+
+
+async def test_an_untitled_session_is_named_by_its_first_user_message_live(
+    profile: Tabs, gateway: RunningGateway
+) -> None:
+    """An untitled session shows its first user message's line as its name, in the list and
+    the heading of both tabs, as soon as the writer has stored it."""
+    async with gateway.connect() as ide:
+        hello = {"type": "message", "port": 9238, "role": "assistant", "content": "Hi!"}
+        assert (await request(ide, hello))["type"] == "ack"
+        one, two = await profile.open(9238), await profile.open(9238)
+        for page in (one, two):
+            await expect(page.locator("#conversation-title")).to_contain_text(
+                "Session of", timeout=WAIT_MS
+            )
+        ask = {"type": "message", "port": 9238, "content": "Plan the migration\nin detail"}
+        assert (await request(ide, ask))["type"] == "ack"
+    for page in (one, two):
+        await expect(page.locator("#conversation-title")).to_have_text(
+            "Plan the migration", timeout=WAIT_MS
+        )
+        await expect(_sessions(page).first.locator(".session-title")).to_have_text(
+            "Plan the migration"
+        )

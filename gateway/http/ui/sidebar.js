@@ -267,8 +267,11 @@ function sessionItem(session) {
   return item;
 }
 
+/** What a session is called: its title, else its first user message's line (the gateway's
+ * `auto_title`), else when it started. */
 export function sessionTitle(session) {
   if (session.title) return session.title;
+  if (session.auto_title) return session.auto_title;
   const date = new Date(session.created_at);
   return Number.isNaN(date.getTime())
     ? "Session"
