@@ -288,3 +288,25 @@ async def test_an_untitled_session_is_named_by_its_first_user_message_live(
         await expect(_sessions(page).first.locator(".session-title")).to_have_text(
             "Plan the migration"
         )
+
+
+async def test_a_port_with_many_sessions_shows_its_first_few_until_asked(
+    profile: Tabs, gateway: RunningGateway
+) -> None:
+    """A port's list of 12 sessions shows 8 (the newest, the shown one among them) and a
+    "Show all 12 sessions" toggle, which shows them all and folds them again."""
+    await _ide_message(gateway, 9237, "the first")
+    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+        for _ in range(11):
+            assert (await http.post("/api/sessions", json={"port": 9237})).status_code == 201
+    page = await profile.open(9237)
+    visible = page.locator('[data-testid="session-item"]:visible')
+    toggle = page.get_by_test_id("fold-sessions")
+    await expect(toggle).to_have_text("Show all 12 sessions", timeout=WAIT_MS)
+    await expect(visible).to_have_count(8)
+    await expect(page.locator('[data-testid="session-item"][aria-current="true"]')).to_be_visible()
+    await toggle.click()
+    await expect(visible).to_have_count(12)
+    await expect(toggle).to_have_attribute("aria-expanded", "true")
+    await toggle.click()
+    await expect(visible).to_have_count(8)

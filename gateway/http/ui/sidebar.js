@@ -133,6 +133,7 @@ export function switchSessions() {
   for (const li of state.sessionItems.values()) li.remove();
   state.sessionItems.clear();
   state.sessionsCursor = null;
+  state.sessionsExpanded = false;
   return loadSessions();
 }
 
@@ -217,6 +218,7 @@ export function renderSessions() {
   items.forEach((item, index) => {
     if (list.children[index] !== item) list.insertBefore(item, list.children[index] || null);
   });
+  const hidden = foldLongList(list, items, sessions.length);
   let more = list.querySelector(".more");
   if (state.sessionsCursor && !more) {
     more = h("li", { class: "more" }, h("button", {
@@ -225,9 +227,55 @@ export function renderSessions() {
     }));
   }
   if (more) {
+    more.hidden = hidden > 0; // a further page only once the whole list is shown
     if (state.sessionsCursor) list.append(more);
     else more.remove();
   }
+}
+
+// A port's list shows this many sessions until asked for all: a port with 50 sessions must
+// not push the other ports off screen.
+const FOLDED_SESSIONS = 8;
+
+/** Hide all but the first few sessions (the shown one always stays) behind a "Show all"
+ * toggle; returns how many are hidden. */
+function foldLongList(list, items, count) {
+  let toggle = list.querySelector(".fold");
+  const folding = count > FOLDED_SESSIONS;
+  if (!folding) {
+    if (toggle) toggle.remove();
+    for (const item of items) item.hidden = false;
+    return 0;
+  }
+  let shown = 0;
+  let hidden = 0;
+  for (const item of items) {
+    const button = item.querySelector(".session-button");
+    if (!button) continue; // the Archived heading: decided below
+    const keep = state.sessionsExpanded || shown < FOLDED_SESSIONS || button.hasAttribute("aria-current");
+    item.hidden = !keep;
+    if (keep) shown += 1;
+    else hidden += 1;
+  }
+  const heading = list.querySelector(".session-group");
+  if (heading) {
+    let next = heading.nextElementSibling;
+    while (next && next.hidden) next = next.nextElementSibling;
+    heading.hidden = !next || !next.classList.contains("session");
+  }
+  if (!toggle) {
+    toggle = h("li", { class: "fold" }, h("button", {
+      type: "button", class: "secondary", "data-testid": "fold-sessions",
+      onclick: () => {
+        state.sessionsExpanded = !state.sessionsExpanded;
+        renderSessions();
+      },
+    }));
+  }
+  toggle.firstChild.textContent = state.sessionsExpanded ? "Show fewer sessions" : `Show all ${count} sessions`;
+  toggle.firstChild.setAttribute("aria-expanded", String(state.sessionsExpanded));
+  list.append(toggle);
+  return hidden;
 }
 
 /** A session's list item, made or updated. */

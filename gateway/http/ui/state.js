@@ -64,6 +64,7 @@ export const state = {
   sessions: new Map(), // session id -> session, for the selected port
   sessionItems: new Map(), // session id -> its <li>
   sessionsCursor: null,
+  sessionsExpanded: false, // the selected port's whole list shown, not its first few
   view: newView(null, null),
   pending: new Map(), // ref -> message frame sent and not yet acked
   nextRef: 1,
