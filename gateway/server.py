@@ -58,7 +58,7 @@ def tune_gc(young_collection_threshold: int, full_collection_threshold: int) -> 
       the gateway's CPU. Past the in-flight population, young collections come only from
       real growth (or garbage, which they then bound at that many objects, a few MB):
       at 50,000, 2 collections in 110,000 messages, and the gateway's CPU per message fell
-      from 79 to 66 us (docs/benchmarks.md). Each such collection pauses for ~20 ms.
+      from 79 to 66 us (docs/benchmarks.md). Each such collection pauses for ~18 ms.
     * Full collections: every live event wakes each subscriber's sender, and the futures
       of those waits survive into the oldest generation: with 1,000 subscribers CPython's
       default (a full collection after 10 middle-generation ones) ran a 130-200 ms full

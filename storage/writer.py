@@ -385,7 +385,8 @@ class _Batch:
         is read in its newest version, which a later entry names too; writing it twice is
         idempotent, and settling removes only the version written."""
         batch = cls({}, {}, {}, [], [], [])
-        named: tuple[dict[str, list[int]], dict[str, set[int]]] = ({}, {})
+        new: dict[str, list[int]] = {}  # session -> seqs of the new rows named
+        edited: dict[str, set[int]] = {}  # session -> seqs of the edits named
         for _, fields in entries:
             for name, value in fields.items():
                 kind = name[:1]
@@ -396,22 +397,22 @@ class _Batch:
                 session_id, _, listed = value.decode().partition(" ")
                 numbers = [int(seq) for seq in listed.split(" ")]
                 if kind == b"r":
-                    named[0].setdefault(session_id, []).extend(numbers)
+                    new.setdefault(session_id, []).extend(numbers)
                 else:
-                    named[1].setdefault(session_id, set()).update(numbers)
-        new, edited = named
+                    edited.setdefault(session_id, set()).update(numbers)
         if not new and not edited:
             return batch
         pipe = redis.pipeline(transaction=False)
-        for session_id, seqs in new.items():
-            for low, high in _runs(seqs):
+        new_runs = {session_id: _runs(seqs) for session_id, seqs in new.items()}
+        for session_id, runs in new_runs.items():
+            for low, high in runs:
                 pipe.zrangebyscore(keys.pending(session_id), low, high)
         edited_seqs = {session_id: sorted(seqs) for session_id, seqs in edited.items()}
         for session_id, seqs in edited_seqs.items():
             pipe.hmget(keys.pending_edits(session_id), seqs)
         replies = iter(await pipe.execute())
-        for session_id, seqs in new.items():
-            for _ in _runs(seqs):
+        for session_id, runs in new_runs.items():
+            for _ in runs:
                 for raw in next(replies):
                     record = rows.copy_record(raw)
                     batch.new[(session_id, record[SEQ])] = record

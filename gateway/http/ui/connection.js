@@ -96,7 +96,6 @@ function socketUrl() {
   return `${scheme}//${location.host}/ws${query}`;
 }
 
-/** The API's JSON answer to GET `path`; throws an Error with the API's message otherwise. */
 /** Call the HTTP API: GET by default, or `method` with `body` sent as JSON; the JSON reply
  * (null for 204), or an Error with the API's message. */
 export async function api(path, { method = "GET", body = undefined } = {}) {

@@ -73,7 +73,13 @@ function showHistoryIfIdle() {
   const port = state.ports.get(view.port);
   const newest = newestSession();
   if (!newest || (port && port.active_session)) return;
-  showView(view.port, newest.id);
+  showHistory(newest.id);
+}
+
+/** Show `sessionId` of the port shown, which has no active session, as its history: `idle`,
+ * so the port's next active session is followed again. */
+function showHistory(sessionId) {
+  showView(state.view.port, sessionId);
   state.view.idle = true;
 }
 
@@ -114,8 +120,7 @@ export function onSessionEvent(event, session, activated = false) {
   } else if (view.follow && session.id === view.sessionId && session.status !== "active" && event !== "deleted") {
     // The followed session was archived: the port has none active now. Keep showing this
     // one (as history) rather than an empty port.
-    showView(view.port, session.id);
-    state.view.idle = true;
+    showHistory(session.id);
   } else if (event === "deleted" && session.id === view.sessionId) {
     if (view.follow) followNewSession(null);
     else showView(view.port, null);

@@ -11,7 +11,7 @@
 // opens a private window in Chrome.
 
 import { api } from "./connection.js";
-import { sessionTitle } from "./sidebar.js";
+import { messageCount, sessionTitle } from "./sidebar.js";
 import { dom, showNotice, state } from "./state.js";
 
 let callbacks = { applied: (_event, _session, _activated) => {}, showActive: () => {} };
@@ -119,8 +119,7 @@ async function deleteShown() {
   const session = shownSession();
   if (!session) return;
   const title = sessionTitle(session);
-  const count = `${session.message_count} message${session.message_count === 1 ? "" : "s"}`;
-  if (!confirm(`Delete “${title}” and its ${count}? It disappears from every tab.`)) return;
+  if (!confirm(`Delete “${title}” and its ${messageCount(session)}? It disappears from every tab.`)) return;
   try {
     await api(`/api/sessions/${encodeURIComponent(session.id)}`, { method: "DELETE" });
     callbacks.applied("deleted", session, false);

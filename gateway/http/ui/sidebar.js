@@ -126,7 +126,6 @@ export function applyPresence(port, online) {
   renderPorts();
 }
 
-/** Forget the previous port's sessions and load the selected one's. */
 /** Forget the previous port's sessions and load the selected one's; resolves once loaded. */
 export function switchSessions() {
   state.sessions.clear();
@@ -308,11 +307,16 @@ function sessionItem(session) {
   if (shown) button.setAttribute("aria-current", "true");
   else button.removeAttribute("aria-current");
   button.querySelector(".session-title").textContent = sessionTitle(session);
-  const count = `${session.message_count} message${session.message_count === 1 ? "" : "s"}`;
+  const count = messageCount(session);
   const standing = active ? "active" : session.pinned ? "archived" : null; // else: under "Archived"
   const meta = [session.pinned ? "pinned" : null, standing, count];
   button.querySelector(".session-meta").textContent = meta.filter(Boolean).join(" · ");
   return item;
+}
+
+/** "1 message", "7 messages": a session's count as the list and the controls say it. */
+export function messageCount(session) {
+  return `${session.message_count} message${session.message_count === 1 ? "" : "s"}`;
 }
 
 /** What a session is called: its title, else its first user message's line (the gateway's
