@@ -188,10 +188,28 @@ class SearchResult(_Body):
         str | None, msgspec.Meta(description="The session's title; null when it has none.")
     ] = None
     session_created_at: Time | None = None
+    session_auto_title: Annotated[
+        str | None, msgspec.Meta(description="The session's automatic title (see Session).")
+    ] = None
+
+
+class SessionMatch(_Body):
+    """A session whose name matches the query."""
+
+    session: Session
+    name: Annotated[str, msgspec.Meta(description="The name matched: `title`, else `auto_title`.")]
+    highlights: Annotated[
+        list[tuple[Count, Count]],
+        msgspec.Meta(description="[start, end) code-point offsets of the matches in `name`."),
+    ]
 
 
 class SearchResults(_Body):
     results: list[SearchResult]
+    sessions: Annotated[
+        list[SessionMatch],
+        msgspec.Meta(description="Sessions whose name matches, most recently active first."),
+    ] = []
 
 
 class SessionCounts(_Body):
@@ -369,7 +387,12 @@ def search_result(hit: search.Hit) -> SearchResult:
         hit.rank,
         hit.session_title,
         hit.session_created_at,
+        hit.session_auto_title,
     )
+
+
+def session_match(hit: search.SessionHit) -> SessionMatch:
+    return SessionMatch(session(hit.session), hit.name, hit.highlights)
 
 
 def stats_body(counts: stats.Stats) -> Stats:

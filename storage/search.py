@@ -20,7 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
 from storage.db import Connection
+from storage.sessions import COLUMNS as SESSION_COLUMNS
+from storage.sessions import Session, session_from
 
 # Ranking looks at the newest this-many matches of a query, not at all of them: ranking a word
 # found in 400,000 messages costs about a second, and a phrase of common words must be checked
@@ -67,7 +71,8 @@ SELECT (SELECT count(*) FROM written) AS indexed, last.session_id, last.seq
 
 _SEARCH = """
 SELECT h.session_id, h.seq, h.port, h.created_at, h.rank, m.id, m.role, m.content,
-       se.title AS session_title, se.created_at AS session_created_at
+       se.title AS session_title, se.auto_title AS session_auto_title,
+       se.created_at AS session_created_at
   FROM (SELECT c.session_id, c.seq, c.port, c.created_at,
                ts_rank_cd(c.tsv, search_query($2), {normalization}) AS rank
           FROM (SELECT s.session_id, s.seq, s.port, s.created_at, s.tsv
@@ -88,6 +93,18 @@ _SEARCH_ALL = _SEARCH.format(normalization=_RANK_NORMALIZATION, candidates=CANDI
 _SEARCH_PORT = _SEARCH.format(
     normalization=_RANK_NORMALIZATION, candidates=CANDIDATES, port=" AND s.port = $4"
 )
+# Sessions whose shown name (the title, else the automatic one) matches, most recently active
+# first: the walk of the user's sessions by activity (sessions_by_activity) tests the words
+# kept in `name_words` (sql/0005) and stops at `$3` matches.
+_SESSIONS = f"""
+SELECT {SESSION_COLUMNS} FROM sessions
+ WHERE user_id = $1 AND status <> 'deleted'{{port}}
+   AND name_words @@ search_query($2)
+ ORDER BY activity_at DESC, id DESC
+ LIMIT $3
+"""
+_SESSIONS_ALL = _SESSIONS.format(port="")
+_SESSIONS_PORT = _SESSIONS.format(port=" AND port = $4")
 # The query as the index reads it, and for the rest of the transaction: custom plans (a generic
 # plan cannot see how common the query's words are, and the best plan for a word in half the
 # messages, walk the newest, is the worst for a rare one, ask the GIN index) and room for an
@@ -112,26 +129,69 @@ class Hit:
     snippet: str
     highlights: list[tuple[int, int]]
     rank: float
-    # The session's title (None: untitled) and start, which clients name an untitled one by.
+    # The session's title (None: untitled), automatic title and start: what clients name it by.
     session_title: str | None = None
     session_created_at: datetime | None = None
+    session_auto_title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionHit:
+    """A session whose name matches: the name as shown (title, else automatic title) with
+    the `[start, end)` code-point offsets of the matches in it."""
+
+    session: Session
+    name: str
+    highlights: list[tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What a search finds: matching messages, best first, and sessions whose name matches."""
+
+    messages: list[Hit]
+    sessions: list[SessionHit]
 
 
 async def search(
-    conn: Connection, user_id: str, q: str, *, port: int | None = None, limit: int = 20
-) -> list[Hit]:
-    """The user's best `limit` messages for the query `q` (websearch syntax), best first;
-    messages of deleted sessions excluded. A query without a single searchable word (only
-    punctuation, say) matches nothing. `q` must not contain NUL (PostgreSQL text cannot)."""
+    conn: Connection,
+    user_id: str,
+    q: str,
+    *,
+    port: int | None = None,
+    limit: int = 20,
+    session_limit: int = 0,
+) -> Found:
+    """The user's best `limit` messages for the query `q` (websearch syntax), best first,
+    and up to `session_limit` sessions whose name matches, most recently active first;
+    deleted sessions and their messages excluded. A query without a single searchable word
+    (only punctuation, say) matches nothing. `q` must not contain NUL (PostgreSQL text cannot)."""
+    session_records: list[asyncpg.Record] = []
     async with conn.transaction():
         query_text = await conn.fetchval(_PREPARE, q)
         if not query_text:  # nothing searchable: matching would walk all the user's rows
-            return []
-        if port is None:
-            records = await conn.fetch(_SEARCH_ALL, user_id, q, limit)
-        else:
-            records = await conn.fetch(_SEARCH_PORT, user_id, q, limit, port)
+            return Found([], [])
+        args: tuple[object, ...] = () if port is None else (port,)
+        records = await conn.fetch(
+            _SEARCH_ALL if port is None else _SEARCH_PORT, user_id, q, limit, *args
+        )
+        if session_limit:
+            session_records = await conn.fetch(
+                _SESSIONS_ALL if port is None else _SESSIONS_PORT, user_id, q, session_limit, *args
+            )
     terms = positive_terms(query_text)
+    return Found(_hits(records, terms), [_session_hit(r, terms) for r in session_records])
+
+
+def _session_hit(record: asyncpg.Record, terms: Sequence[str]) -> SessionHit:
+    session = session_from(record)
+    name = session.title or session.auto_title or ""
+    matcher = _matcher(terms)
+    spans = [] if matcher is None else [(m.start(), m.end()) for m in matcher.finditer(name)]
+    return SessionHit(session, name, spans)
+
+
+def _hits(records: list[asyncpg.Record], terms: Sequence[str]) -> list[Hit]:
     hits = []
     for r in records:
         text, spans = snippet(r["content"], terms)
@@ -148,6 +208,7 @@ async def search(
                 round(float(r["rank"]), 6),  # a float4: no spurious digits
                 r["session_title"],
                 r["session_created_at"],
+                r["session_auto_title"],
             )
         )
     return hits

@@ -70,6 +70,7 @@ async def test_results_are_ranked_with_a_highlighted_plain_text_snippet(
     assert marked(best) == ["Zebra", "zebra", "ZEBRA", "zebra"]
     # Each hit names its session: untitled here (null), with when it started.
     assert best["session_title"] is None and best["session_created_at"].endswith("Z")
+    assert best["session_auto_title"] == "Zebra zebra ZEBRA stripes, and a zebra again"
     middle = results[1]
     assert middle["snippet"].startswith("…") and middle["snippet"].endswith("…")
     assert len(middle["snippet"]) <= SNIPPET_CHARS + 2 and marked(middle) == ["zebra"]
@@ -97,11 +98,44 @@ async def test_port_filter_and_code_identifiers(
     assert await found(http, "load_config", port=9403) == []
 
 
+async def test_sessions_are_found_by_their_name(
+    gateway: RunningGateway, http: httpx.AsyncClient
+) -> None:
+    """A session whose title, or automatic title when untitled, has the words is listed with
+    its matches marked; not a deleted one, nor one on another port than asked."""
+    [titled] = await send_all(gateway, 9404, ["the first words of a renamed session"])
+    renamed = await http.patch(
+        f"/api/sessions/{titled['session_id']}", json={"title": "Platypus migration plan"}
+    )
+    assert renamed.status_code == 200, renamed.text
+    [untitled] = await send_all(gateway, 9405, ["How do platypus eggs hatch?"])
+    async with gateway.connect() as ws:
+        await request(ws, {"type": "session.new", "port": 9405})
+        gone = await request(ws, {"type": "message", "port": 9405, "content": "platypus too"})
+    deleted = await http.delete(f"/api/sessions/{gone['session_id']}")
+    assert deleted.status_code in (200, 204), deleted.text
+    await searchable(gateway)
+    response = await http.get("/api/search", params={"q": "platypus"})
+    matches = response.json()["sessions"]
+    names = {m["session"]["id"]: m["name"] for m in matches}
+    assert names == {
+        titled["session_id"]: "Platypus migration plan",
+        untitled["session_id"]: "How do platypus eggs hatch?",
+    }
+    for match in matches:
+        assert [match["name"][a:b].lower() for a, b in match["highlights"]] == ["platypus"]
+    one_port = await http.get("/api/search", params={"q": "platypus", "port": 9404})
+    assert [m["session"]["id"] for m in one_port.json()["sessions"]] == [titled["session_id"]]
+    nothing = await http.get("/api/search", params={"q": "platypus -migration -eggs"})
+    assert nothing.json()["sessions"] == []
+
+
 async def test_another_users_messages_are_never_returned(settings: Settings) -> None:
-    """Two users with the same words each find only their own messages; no token is 401."""
+    """Two users with the same words each find only their own messages and sessions; no token
+    is 401."""
     alice, bob = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
     async with run_gateway(replace(settings, auth_secret=SECRET)) as running:
-        ids = {}
+        ids, sessions = {}, {}
         for user in (alice, bob):
             headers = {"Authorization": f"Bearer {issue_token(SECRET, user, 60)}"}
             async with running.connect(additional_headers=headers) as ws:
@@ -109,12 +143,16 @@ async def test_another_users_messages_are_never_returned(settings: Settings) -> 
                     ws, {"type": "message", "port": 9410, "content": f"wombat of {user}"}
                 )
             ids[user] = ack["results"][0]["id"]
+            sessions[user] = ack["session_id"]
         await searchable(running)
         async with httpx.AsyncClient(base_url=running.http_url) as http:
             for user in (alice, bob):
                 headers = {"Authorization": f"Bearer {issue_token(SECRET, user, 60)}"}
                 response = await http.get("/api/search", params={"q": "wombat"}, headers=headers)
                 assert [r["message_id"] for r in response.json()["results"]] == [ids[user]]
+                # Each session is named by its first message: each user finds only their own.
+                named = [m["session"]["id"] for m in response.json()["sessions"]]
+                assert named == [sessions[user]]
             anonymous = await http.get("/api/search", params={"q": "wombat"})
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
 
@@ -276,7 +314,7 @@ async def test_indexer_catches_up_when_entries_were_trimmed_unread(
             assert indexer.catching_up
             await asyncio.wait_for(indexer.wait_idle(), 15)
         async with db.acquire() as conn:
-            [hit] = await search(conn, user, "numbat")
+            [hit] = (await search(conn, user, "numbat")).messages
         assert hit.session_id == session_id and hit.snippet == "numbat burrow"
     finally:
         await redis.delete(keys.index_stream)
@@ -302,7 +340,7 @@ async def test_indexer_recreates_a_lost_stream_and_catches_up(
             await redis.xadd(keys.index_stream, {"k": orjson.dumps([[str(fresh), 1]])})
             await asyncio.wait_for(indexer.wait_idle(), 15)
         async with db.acquire() as conn:
-            hits = await search(conn, user, "echidna")
+            hits = (await search(conn, user, "echidna")).messages
         assert {hit.session_id for hit in hits} == {lost, fresh}
     finally:
         await redis.delete(keys.index_stream, f"{keys.index_stream}:catch-up")
@@ -327,7 +365,9 @@ async def test_indexer_waits_while_the_writer_is_behind(
             assert not await indexer.writer_behind()
             await asyncio.wait_for(indexer.wait_idle(), 15)
         async with db.acquire() as conn:
-            assert [h.session_id for h in await search(conn, user, "wallaby")] == [session_id]
+            assert [h.session_id for h in (await search(conn, user, "wallaby")).messages] == [
+                session_id
+            ]
     finally:
         await redis.delete(keys.stream, keys.index_stream)
 

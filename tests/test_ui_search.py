@@ -129,3 +129,36 @@ async def test_an_opened_hit_brings_the_matched_word_into_view(
         return range.toString() === 'flamingo' && inside;
     }"""
     await page.wait_for_function(in_view, timeout=WAIT_MS)
+
+
+async def test_sessions_are_found_by_name_and_untitled_hits_use_the_automatic_title(
+    profile: Tabs, gateway: RunningGateway
+) -> None:
+    """A session whose name matches is listed above the messages and opens on a click; a hit
+    in an untitled session is named by its first user message, as the session list names it."""
+    first = await _say(gateway, 9268, "Where do cormorants nest?")
+    async with gateway.connect() as ide:
+        assert (await request(ide, {"type": "session.new", "port": 9268}))["type"] == "session"
+    await _say(gateway, 9268, "something else entirely")
+    await searchable(gateway)
+    page = await profile.open(9268)
+    await expect(page.locator("#conversation-title")).to_contain_text(
+        "something else entirely", timeout=WAIT_MS
+    )
+    await page.get_by_test_id("search-input").fill("cormorants")
+    named = page.get_by_test_id("search-session")
+    await expect(named).to_have_count(1, timeout=WAIT_MS)
+    await expect(named).to_contain_text("Where do cormorants nest?")
+    await expect(named.locator("mark")).to_have_text(["cormorants"])
+    await expect(named).to_contain_text(":9268 · 1 message · archived")
+    hit = page.get_by_test_id("search-result")
+    await expect(hit.locator(".search-result-session")).to_have_text("Where do cormorants nest?")
+    await expect(page.get_by_test_id("search-status")).to_have_text("1 session, 1 message")
+    await named.click()
+    await expect(page.locator("#conversation-title")).to_contain_text(
+        "Where do cormorants nest?", timeout=WAIT_MS
+    )
+    await expect(page.locator('[data-testid="message"][data-seq="1"]')).to_contain_text(
+        "Where do cormorants nest?"
+    )
+    assert f"session={first}" in await page.evaluate("location.hash")  # a deep link to it

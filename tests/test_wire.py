@@ -159,7 +159,7 @@ def test_search_stats_and_error_bodies() -> None:
     """Search hits, stats and errors encode as the handlers' dicts did."""
     hit = search.Hit(
         PgUUID(str(uuid.uuid4())), 1, 2, uuid.uuid4(), "tool", CREATED, "s", [(0, 1)], 0.5,
-        "Plan", CREATED,
+        "Plan", CREATED, "Plan the move",
     )  # fmt: skip
     expected = {
         "session_id": hit.session_id,
@@ -173,8 +173,16 @@ def test_search_stats_and_error_bodies() -> None:
         "rank": 0.5,
         "session_title": "Plan",
         "session_created_at": CREATED,
+        "session_auto_title": "Plan the move",
     }
     assert wire.encode(wire.search_result(hit)) == _orjson(expected)
+    session = _session()
+    named = search.SessionHit(session, "Plan", [(0, 4)])
+    assert orjson.loads(wire.encode(wire.session_match(named))) == {
+        "session": _session_json(session),
+        "name": "Plan",
+        "highlights": [[0, 4]],
+    }
     counts = stats.Stats(sessions_active=2, sessions_archived=3, messages=9)
     assert orjson.loads(wire.encode(wire.stats_body(counts))) == {
         "sessions": {"active": 2, "archived": 3, "total": 5},

@@ -2,7 +2,9 @@
 
 Answers `{"results": [...]}` best match first, each result with `session_id`, `port`, `seq`,
 `message_id`, `role`, `created_at`, `snippet` (plain text) with `highlights` (`[start, end)`
-code-point offsets of the matches in it) and `rank`. Search reads the index the indexer fills
+code-point offsets of the matches in it) and `rank`, and `{"sessions": [...]}`: up to
+`SESSION_RESULTS` sessions whose name (title, else automatic title) matches, most recently
+active first, each with the name and its matches' offsets. Search reads the index the indexer fills
 after the writer's commit, so a message acked a moment ago may not be found yet.
 
 Input rules (docs/search.md): a missing or blank `q`, one over `MAX_QUERY_CHARS` characters
@@ -24,6 +26,7 @@ from storage.search import search as search_messages
 MAX_QUERY_CHARS = 1000
 DEFAULT_RESULTS = 20
 MAX_SEARCH_RESULTS = 100
+SESSION_RESULTS = 5  # sessions named by the query, listed above the messages
 
 
 async def search(request: Request) -> Response:
@@ -40,8 +43,15 @@ async def search(request: Request) -> Response:
     port = _int_param(request, "port", low=1, high=65535)
     limit = _int_param(request, "limit", low=1, high=MAX_SEARCH_RESULTS) or DEFAULT_RESULTS
     async with gateway.pool.acquire() as conn:
-        hits = await search_messages(conn, user_id, q, port=port, limit=limit)
-    return WireResponse(wire.SearchResults([wire.search_result(hit) for hit in hits]))
+        found = await search_messages(
+            conn, user_id, q, port=port, limit=limit, session_limit=SESSION_RESULTS
+        )
+    return WireResponse(
+        wire.SearchResults(
+            [wire.search_result(hit) for hit in found.messages],
+            [wire.session_match(hit) for hit in found.sessions],
+        )
+    )
 
 
 routes = [Route("/api/search", search, methods=["GET"])]

@@ -1,6 +1,6 @@
 // The sidebar's search: matches listed as you type, with their session and port and their
 // words marked (as text, never HTML), on all ports or one; a match opened in its session,
-// scrolled to. Ctrl/Cmd+K, or "/" outside a text field, goes to the field; Escape closes
+// scrolled to. Sessions whose name matches are listed first, and open on a click. Ctrl/Cmd+K, or "/" outside a text field, goes to the field; Escape closes
 // the results.
 
 import { api } from "./connection.js";
@@ -85,11 +85,51 @@ async function runSearch(q) {
   }
   if (run !== searchRun) return;
   const results = answer.results;
-  dom.searchStatus.textContent = results.length
-    ? `${results.length}${results.length === LIMIT ? "+" : ""} match${results.length === 1 ? "" : "es"}`
-    : "No messages match.";
-  dom.searchResults.replaceChildren(...results.map(renderResult));
-  dom.searchResults.hidden = results.length === 0;
+  const sessions = answer.sessions ?? [];
+  dom.searchStatus.textContent = searchSummary(sessions.length, results.length);
+  const items = [];
+  if (sessions.length) items.push(groupLabel("Sessions"), ...sessions.map(renderSessionMatch));
+  if (sessions.length && results.length) items.push(groupLabel("Messages"));
+  items.push(...results.map(renderResult));
+  dom.searchResults.replaceChildren(...items);
+  dom.searchResults.hidden = items.length === 0;
+}
+
+function searchSummary(sessions, messages) {
+  if (!sessions && !messages) return "Nothing matches.";
+  const parts = [];
+  if (sessions) parts.push(`${sessions} session${sessions === 1 ? "" : "s"}`);
+  if (messages) {
+    parts.push(`${messages}${messages === LIMIT ? "+" : ""} message${messages === 1 ? "" : "s"}`);
+  }
+  return parts.join(", ");
+}
+
+function groupLabel(text) {
+  return h("li", { class: "search-group", role: "presentation", text });
+}
+
+/** A session named by the query: its name with the matches marked, its port and status. */
+function renderSessionMatch(match) {
+  const session = match.session;
+  const count = `${session.message_count} message${session.message_count === 1 ? "" : "s"}`;
+  const status = session.status === "archived" ? " · archived" : "";
+  return h(
+    "li",
+    {},
+    h(
+      "button",
+      {
+        type: "button",
+        class: "search-result",
+        "data-testid": "search-session",
+        "data-session": session.id,
+        onclick: () => openSession(session.port, session.id),
+      },
+      h("span", { class: "search-result-session" }, ...highlighted(match.name, match.highlights)),
+      h("span", { class: "search-result-meta", text: `:${session.port} · ${count}${status}` }),
+    ),
+  );
 }
 
 function renderResult(result) {
@@ -119,7 +159,11 @@ function renderResult(result) {
 
 /** The name of the hit's session, as the session list names it. */
 function resultSession(result) {
-  return sessionTitle({ title: result.session_title, created_at: result.session_created_at });
+  return sessionTitle({
+    title: result.session_title,
+    auto_title: result.session_auto_title,
+    created_at: result.session_created_at,
+  });
 }
 
 /** The snippet without markdown's code marks (fences with their language, backticks) and
@@ -173,8 +217,6 @@ function highlighted(snippet, highlights) {
 }
 
 function openResult(result) {
-  const port = ensurePort(result.port);
-  renderPorts();
   const view = state.view;
   const [start, end] = result.highlights[0] || [0, 0];
   const word = Array.from(result.snippet).slice(start, end).join("") || null;
@@ -184,9 +226,15 @@ function openResult(result) {
     reveal(view);
     return;
   }
-  // The port's active session is shown as the port (following rotations), others by id.
-  const active = port.active_session !== null && port.active_session.id === result.session_id;
-  selectPort(result.port, active ? null : result.session_id);
+  openSession(result.port, result.session_id);
   state.view.reveal = result.seq; // loadNewest reveals it once the newest page is in
   state.view.revealText = word;
+}
+
+/** Show a session: the port's active one as the port (following rotations), others by id. */
+function openSession(portNumber, sessionId) {
+  const port = ensurePort(portNumber);
+  renderPorts();
+  const active = port.active_session !== null && port.active_session.id === sessionId;
+  selectPort(portNumber, active ? null : sessionId);
 }
