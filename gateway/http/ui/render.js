@@ -11,6 +11,8 @@
 // `code`, **bold**, *italic*, ~~strike~~, [links](url) and bare http(s) URLs. Anything else
 // shows as the text it is.
 
+import { highlightLater } from "./highlight.js";
+
 /** An element: h("a", {href, class, text, onclick, dataset}, ...children). */
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -36,10 +38,15 @@ const LONG_CHARS = 3000;
 const LONG_LINES = 40;
 
 /** The `message` element for one stored message (the API's and the events' shape): its
- * code blocks get a Copy button, and a long one shows collapsed with "Show more". */
+ * code blocks get a Copy button and, once in view, syntax highlighting (highlight.js), and a
+ * long one shows collapsed with "Show more". */
 export function renderMessage(message) {
   const content = renderContent(message.content, message.content_type);
-  for (const pre of content.querySelectorAll("pre")) pre.append(copyButton(pre.querySelector("code")));
+  for (const pre of content.querySelectorAll("pre")) {
+    const code = pre.querySelector("code");
+    pre.append(copyButton(code));
+    highlightLater(code);
+  }
   const text = String(message.content ?? "");
   const long = text.length > LONG_CHARS || text.split("\n", LONG_LINES + 1).length > LONG_LINES;
   const article = messageElement(message, content);
