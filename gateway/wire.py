@@ -109,6 +109,17 @@ class Session(_Body):
             " characters), set once it is stored; null before. Clients show `title`, else this."
         ),
     ] = None
+    preview: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="The first words of the session's last stored message (markdown's code,"
+            " bold, strike, heading and quote marks dropped, white space collapsed, at most 120"
+            " characters); null while it has none."
+        ),
+    ] = None
+    preview_role: Annotated[
+        RoleText | None, msgspec.Meta(description="The role of that last message.")
+    ] = None
 
 
 class SessionPage(_Body):
@@ -334,6 +345,8 @@ def session(s: sessions.Session) -> Session:
         s.created_at,
         s.updated_at,
         s.auto_title,
+        s.preview,
+        s.preview_role,
     )
 
 

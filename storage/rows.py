@@ -72,7 +72,7 @@ COLUMNS = (
     "metadata",
 )
 # Positions in a `copy_record` tuple that the writer reads back.
-SESSION_ID, SEQ, USER_ID, PORT, CREATED_AT, EDITED_AT = 0, 1, 3, 4, 12, 13
+SESSION_ID, SEQ, USER_ID, PORT, ROLE, CONTENT, CREATED_AT, EDITED_AT = 0, 1, 3, 4, 7, 8, 12, 13
 
 
 # Not frozen: building a frozen 15-field dataclass took 1.45 us against 0.23 us, on the live

@@ -45,10 +45,10 @@ from storage.events import session_event
 from storage.keys import WRITER_GROUP, Keys
 from storage.outages import log_failure
 from storage.rows import COLUMNS as COLUMNS  # re-exported: bench/ imports it from here
-from storage.rows import CREATED_AT, PORT, SEQ, SESSION_ID, USER_ID
+from storage.rows import CONTENT, CREATED_AT, PORT, ROLE, SEQ, SESSION_ID, USER_ID
 from storage.scripts import lua
 from storage.sessions import COLUMNS as SESSION_COLUMNS
-from storage.sessions import Session, session_from
+from storage.sessions import Session, preview_of, session_from
 from storage.streams import Entry
 
 log = logging.getLogger(__name__)
@@ -445,8 +445,15 @@ UPDATE sessions s
        activity_at = greatest(s.activity_at, c.last_at),
        -- Looked up only while unset (coalesce stops at its first non-null argument).
        auto_title = coalesce(s.auto_title, session_first_user_line(s.id)),
+       -- The batch's last row of the session is the preview unless a later one is already
+       -- (two writers may commit out of seq order); an edit of the last one renews it.
+       preview = CASE WHEN c.top >= coalesce(s.preview_seq, 0) THEN c.preview ELSE s.preview END,
+       preview_role = CASE WHEN c.top >= coalesce(s.preview_seq, 0) THEN c.role
+                           ELSE s.preview_role END,
+       preview_seq = greatest(s.preview_seq, c.top),
        updated_at = now()
-  FROM (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[])) AS c(id, n, last_at)
+  FROM (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[], $4::bigint[],
+                             $5::text[], $6::text[])) AS c(id, n, last_at, top, preview, role)
  WHERE s.id = c.id
 RETURNING {", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))}
 """
@@ -465,7 +472,7 @@ ON CONFLICT (session_id, seq) DO UPDATE
        metadata = excluded.metadata, client_ts = excluded.client_ts,
        edited_at = excluded.edited_at
  WHERE messages.edited_at IS NULL OR messages.edited_at < excluded.edited_at
-RETURNING session_id, created_at, (xmax = 0) AS inserted
+RETURNING session_id, seq, created_at, (xmax = 0) AS inserted
 """
 
 
@@ -476,9 +483,9 @@ async def write_batch(conn: Connection, batch: _Batch) -> BatchResult:
         async with conn.transaction():
             if new_rows:
                 await conn.copy_records_to_table("messages", records=new_rows, columns=COLUMNS)
-            inserted = [(r[SESSION_ID], r[CREATED_AT]) for r in new_rows]
-            inserted += await _upsert_edits(conn, batch)
-            changed = await _update_counters(conn, inserted)
+            written = [(r[SESSION_ID], r[SEQ], r[CREATED_AT], 1) for r in new_rows]
+            written += await _upsert_edits(conn, batch)
+            changed = await _update_counters(conn, batch, written)
         return BatchResult(len(new_rows), len(batch.edits), replayed=False, sessions=changed)
     except asyncpg.UniqueViolationError:
         log.info("batch of %d rows was partly written; rewriting idempotently", len(new_rows))
@@ -489,33 +496,48 @@ async def write_batch(conn: Connection, batch: _Batch) -> BatchResult:
         records = await conn.fetch(
             f"INSERT INTO messages ({', '.join(COLUMNS)})"
             f" SELECT {', '.join(COLUMNS)} FROM incoming_messages"
-            " ON CONFLICT DO NOTHING RETURNING session_id, created_at"
+            " ON CONFLICT DO NOTHING RETURNING session_id, seq, created_at"
         )
-        inserted = [(str(r["session_id"]), r["created_at"]) for r in records]
-        inserted += await _upsert_edits(conn, batch)
-        changed = await _update_counters(conn, inserted)
+        written = [(str(r["session_id"]), r["seq"], r["created_at"], 1) for r in records]
+        written += await _upsert_edits(conn, batch)
+        changed = await _update_counters(conn, batch, written)
     return BatchResult(len(records), len(batch.edits), replayed=True, sessions=changed)
 
 
-async def _upsert_edits(conn: Connection, batch: _Batch) -> list[tuple[str, datetime]]:
-    """Apply edits of rows from earlier batches; returns rows this inserted (edit arrived
-    before its original was committed by another writer)."""
+# A row the batch wrote: session id (as text), seq, created_at, and 1 if it is a new message
+# (0: an edit of a stored one).
+_Written = tuple[str, int, datetime, int]
+
+
+async def _upsert_edits(conn: Connection, batch: _Batch) -> list[_Written]:
+    """Apply edits of rows from earlier batches; returns the rows this changed, each with 1
+    if it inserted it (the edit arrived before its original was committed by another
+    writer: a new message to count) or 0 if it updated it."""
     if not batch.edits:
         return []
     columns = list(zip(*batch.edits.values(), strict=True))
     records = await conn.fetch(_UPSERT_EDITS, *columns)
-    return [(str(r["session_id"]), r["created_at"]) for r in records if r["inserted"]]
+    return [(str(r["session_id"]), r["seq"], r["created_at"], int(r["inserted"])) for r in records]
 
 
-async def _update_counters(conn: Connection, inserted: list[tuple[str, datetime]]) -> list[Session]:
-    """Add the inserted rows to their sessions' counters; session ids as text, one key each.
-    Returns the updated sessions (for the session-list events)."""
-    per_session: dict[str, tuple[int, datetime]] = {}
-    for session_id, created_at in inserted:
-        count, last = per_session.get(session_id, (0, created_at))
-        per_session[session_id] = (count + 1, max(last, created_at))
+async def _update_counters(
+    conn: Connection, batch: _Batch, written: list[_Written]
+) -> list[Session]:
+    """Add the written rows to their sessions' counters (each row's 1 if new, 0 if an edit)
+    and make each session's last written row its preview; session ids as text, one key each.
+    Returns the updated sessions (for the session-list events: an edited last message
+    changes the preview)."""
+    per_session: dict[str, tuple[int, datetime, int]] = {}  # count, last created_at, top seq
+    for session_id, seq, created_at, new in written:
+        count, last, top = per_session.get(session_id, (0, created_at, seq))
+        per_session[session_id] = (count + new, max(last, created_at), max(top, seq))
     if per_session:
         ids = sorted(per_session)
+        tops = [per_session[i][2] for i in ids]
+        last_rows = [
+            batch.new.get((i, top)) or batch.edits[(i, top)]
+            for i, top in zip(ids, tops, strict=True)
+        ]
         # Lock the sessions in one global order first: concurrent writers touching the same
         # sessions then queue instead of deadlocking.
         await conn.execute(_LOCK_SESSIONS, ids)
@@ -524,12 +546,15 @@ async def _update_counters(conn: Connection, inserted: list[tuple[str, datetime]
             ids,
             [per_session[i][0] for i in ids],
             [per_session[i][1] for i in ids],
+            tops,
+            [preview_of(row[CONTENT]) for row in last_rows],
+            [row[ROLE] for row in last_rows],
         )
         changed = [session_from(r) for r in records]
         per_user: dict[str, int] = {}
         for session in changed:
-            if session.status != "deleted":  # a deleted session's messages are not counted
-                count = per_session[str(session.id)][0]
+            count = per_session[str(session.id)][0]
+            if count and session.status != "deleted":  # a deleted session's are not counted
                 per_user[session.user_id] = per_user.get(session.user_id, 0) + count
         if per_user:
             users = sorted(per_user)  # one lock order for every writer

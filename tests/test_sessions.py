@@ -7,7 +7,9 @@ import uuid
 
 import asyncpg
 import httpx
+import pytest
 
+from storage.sessions import preview_of
 from tests.conftest import RunningGateway, drained, receive, request, send
 
 
@@ -116,6 +118,58 @@ async def test_another_connection_follows_the_rotation(gateway: RunningGateway) 
     assert before["session_id"] != created["session"]["id"]
     assert after["session_id"] == created["session"]["id"]
     assert after["results"][0]["seq"] == 1
+
+
+async def test_a_session_previews_its_last_message_live_and_after_an_edit(
+    gateway: RunningGateway,
+) -> None:
+    """A session carries the first words of its last message (code marks dropped, white space
+    collapsed, at most 120 characters) and its role, in the API and in the live session
+    events; an edit of that message renews it."""
+    async with gateway.connect() as ide, gateway.connect() as tab:
+        await request(tab, {"type": "subscribe", "sessions": True})
+        await request(ide, {"type": "message", "port": 9272, "content": "first", "durable": True})
+        reply = {"type": "message", "port": 9272, "role": "assistant", "id": "r1",
+                 "content": "Use this:\n```python\nprint(`x`)\n```\n" + "word " * 40,
+                 "durable": True}  # fmt: skip
+        ack = await request(ide, reply)
+        assert ack["durability"] == "persisted", ack
+        expected = "Use this: print(x) " + ("word " * 40)[: 120 - len("Use this: print(x) ")]
+        while True:  # the session events, until the one of the reply's commit
+            event = await receive(tab)
+            if event["type"] == "session" and event["session"]["message_count"] == 2:
+                break
+        assert event["session"]["preview"] == expected.rstrip()
+        assert event["session"]["preview_role"] == "assistant"
+        edited = await request(ide, reply | {"content": "Done: all tests pass"})
+        assert edited["durability"] == "persisted", edited
+        while True:
+            event = await receive(tab)
+            if event["type"] == "session" and event["session"]["preview"] != expected.rstrip():
+                break
+    assert event["session"]["preview"] == "Done: all tests pass"
+    assert event["session"]["message_count"] == 2  # an edit is no new message
+    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+        session = (await http.get(f"/api/sessions/{ack['session_id']}")).json()
+    assert (session["preview"], session["preview_role"]) == ("Done: all tests pass", "assistant")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "plain words",
+        "  # Heading\n> quoted **bold** and ~~struck~~\n\n\tindented `code`",
+        "```python\nprint('x')\n```\nafter the fence",
+        "word " * 60,
+        "a" * 130 + " tail",
+        "``` \n```",
+        "unicode café ✓ and emoji 🎉",
+    ],
+)
+async def test_the_backfill_previews_as_the_writer_does(db: asyncpg.Pool, content: str) -> None:
+    """sql/0006's `session_preview`, which filled in the sessions stored before it, gives the
+    same preview as the writer's `preview_of`."""
+    assert await db.fetchval("SELECT session_preview($1)", content) == preview_of(content)
 
 
 async def test_a_session_is_named_by_the_first_line_of_its_first_user_message(

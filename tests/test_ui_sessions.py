@@ -196,10 +196,10 @@ async def test_archived_sessions_are_listed_apart_under_their_heading(
     page = await profile.open(9245)
     await expect(_sessions(page)).to_have_count(2, timeout=WAIT_MS)
     order: list[str] = await page.locator('[data-port="9245"] ~ .sessions > li').evaluate_all(
-        "(items) => items.map((li) => li.dataset.testid === 'archived-heading' ? 'heading'"
-        " : li.querySelector('button').dataset.sessionId)"
+        "(items) => items.map((li) => li.dataset.group"
+        " || li.querySelector('button').dataset.sessionId)"
     )
-    assert order == [current["session_id"], "heading", first["session_id"]]
+    assert order == [current["session_id"], "archived", "archived-today", first["session_id"]]
     await expect(page.get_by_role("heading", name="Archived")).to_be_visible()
     await _archive(gateway, current["session_id"])
     await expect(page.locator('[data-port="9245"] ~ .sessions > li').first).to_have_attribute(
@@ -310,3 +310,53 @@ async def test_a_port_with_many_sessions_shows_its_first_few_until_asked(
     await expect(toggle).to_have_attribute("aria-expanded", "true")
     await toggle.click()
     await expect(visible).to_have_count(8)
+
+
+async def test_history_is_grouped_by_day_and_each_session_previews_its_last_message(
+    profile: Tabs, gateway: RunningGateway
+) -> None:
+    """A port's archived sessions are listed by the day of their latest activity (Today,
+    Yesterday, Previous 7 days, Older); each session shows its last message's first words,
+    "You:" before the user's, renewed live when a message arrives."""
+    ages = {"Older": 40, "Previous 7 days": 4, "Yesterday": 1, "Today": 0}
+    sessions = {}
+    async with gateway.connect() as ide:
+        for label in ages:
+            frame = {"type": "message", "port": 9269, "content": f"asked {label}", "durable": True}
+            ack = await request(ide, frame)
+            assert ack["durability"] == "persisted", ack
+            sessions[label] = ack["session_id"]
+            assert (await request(ide, {"type": "session.new", "port": 9269}))["type"] == "session"
+    async with gateway.gateway.pool.acquire() as conn:
+        for label, days in ages.items():
+            await conn.execute(
+                "UPDATE sessions SET last_message_at = last_message_at - make_interval(days => $2),"
+                " created_at = created_at - make_interval(days => $2) WHERE id = $1",
+                sessions[label],
+                days,
+            )
+    page = await profile.open(9269)
+    await expect(_sessions(page)).to_have_count(5, timeout=WAIT_MS)  # and the new active one
+    order: list[str] = await page.locator('[data-port="9269"] ~ .sessions > li').evaluate_all(
+        "(items) => items.map((li) => li.querySelector('h3, h4')?.textContent"
+        " ?? li.querySelector('.session-title').textContent)"
+    )
+    assert order == [
+        order[0],  # the active session, empty: named by when it started
+        "Archived",
+        "Today",
+        "asked Today",
+        "Yesterday",
+        "asked Yesterday",
+        "Previous 7 days",
+        "asked Previous 7 days",
+        "Older",
+        "asked Older",
+    ]
+    today = page.locator(f'[data-session-id="{sessions["Today"]}"] .session-preview')
+    await expect(today).to_have_text("You: asked Today")
+    async with gateway.connect() as ide:
+        reply = {"type": "message", "port": 9269, "role": "assistant", "content": "**Sure**, here"}
+        ack = await request(ide, reply)
+    active = page.locator(f'[data-session-id="{ack["session_id"]}"] .session-preview')
+    await expect(active).to_have_text("Sure, here", timeout=WAIT_MS)  # no markdown marks

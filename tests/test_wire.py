@@ -80,6 +80,8 @@ def _session_json(session: sessions.Session) -> dict[str, Any]:
         "created_at": _utc_text(session.created_at),
         "updated_at": _utc_text(session.updated_at),
         "auto_title": session.auto_title,
+        "preview": session.preview,
+        "preview_role": session.preview_role,
     }
 
 
@@ -93,7 +95,7 @@ def test_session_encodes_every_field_in_order_nulls_and_all() -> None:
     for session in (
         _session(),
         _session(title="t\u00eftle", pinned=True, message_count=7, last_message_at=CREATED),
-        _session(auto_title="How do I sort?"),
+        _session(auto_title="How do I sort?", preview="Use sorted()", preview_role="assistant"),
     ):
         encoded = wire.encode(wire.session(session))
         assert encoded == orjson.dumps(_session_json(session))

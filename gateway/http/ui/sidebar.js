@@ -173,11 +173,37 @@ function inArchive(session) {
   return session.status !== "active" && !session.pinned;
 }
 
-/** Pinned sessions first, then the newest activity first; the archive after all the rest. */
-function listOrder(a, b) {
-  if (inArchive(a) !== inArchive(b)) return inArchive(a) ? 1 : -1;
-  if (a.pinned !== b.pinned) return a.pinned ? -1 : 1;
-  return activity(b) > activity(a) ? 1 : activity(b) < activity(a) ? -1 : b.id > a.id ? 1 : -1;
+// A port's list, in order: its pinned sessions under "Pinned", its active session, then
+// its history under "Archived", by the day of each session's latest activity (the browser's
+// calendar days) under Today, Yesterday, Previous 7 days and Older.
+const DAYS = [
+  ["today", "Today"],
+  ["yesterday", "Yesterday"],
+  ["week", "Previous 7 days"],
+  ["older", "Older"],
+];
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/** Where a session is listed: its place's rank, and the headings above its place. */
+function placeOf(session, today) {
+  if (session.pinned) return { rank: 0, group: "pinned" };
+  if (!inArchive(session)) return { rank: 1, group: null };
+  const day = dayOf(activity(session), today);
+  return { rank: 2 + DAYS.findIndex(([key]) => key === day), group: "archived", day };
+}
+
+/** The day group of an instant. */
+function dayOf(when, today) {
+  const at = Date.parse(when);
+  if (Number.isNaN(at) || at >= today) return "today"; // a clock ahead of ours: today
+  if (at >= today - DAY_MS) return "yesterday";
+  if (at >= today - 8 * DAY_MS) return "week"; // the 7 days before yesterday
+  return "older";
+}
+
+function startOfToday() {
+  const now = new Date();
+  return new Date(now.getFullYear(), now.getMonth(), now.getDate()).getTime();
 }
 
 /** The newest session of the selected port by activity, or null if it has none loaded. */
@@ -189,35 +215,48 @@ export function newestSession() {
   return best;
 }
 
-/** The "Archived" heading of the port's list, made once per list. */
-function archiveHeading(list) {
-  let heading = list.querySelector(".session-group");
-  if (!heading) {
-    heading = h(
+/** A heading of the port's list ("Pinned", "Archived", or a day of the archive at level
+ * 4), made once per list. */
+function heading(list, key, text, level = 3) {
+  let item = list.querySelector(`.session-group[data-group="${key}"]`);
+  if (!item) {
+    const testid = key === "archived" ? "archived-heading" : "session-group";
+    item = h(
       "li",
-      { class: "session-group", "data-testid": "archived-heading" },
-      h("h3", { class: "session-group-title", text: "Archived" }),
+      { class: `session-group level-${level}`, "data-group": key, "data-level": level, "data-testid": testid },
+      h(`h${level}`, { class: "session-group-title", text }),
     );
   }
-  return heading;
+  return item;
 }
 
-/** The selected port's sessions: pinned first, then the others by activity, then the
- * archived ones under their own heading; the one shown marked. */
+/** The selected port's sessions: pinned ones, the active one, then the archived ones by
+ * day, each group the newest first, under its headings; the one shown marked. */
 export function renderSessions() {
   const li = state.portItems.get(state.selectedPort);
   if (!li) return;
   const list = li.lastChild;
-  const sessions = [...state.sessions.values()].sort(listOrder);
-  const firstArchived = sessions.findIndex(inArchive);
-  const heading = archiveHeading(list);
-  if (firstArchived < 0) heading.remove();
-  const items = sessions.map(sessionItem);
-  if (firstArchived >= 0) items.splice(firstArchived, 0, heading);
+  const today = startOfToday();
+  const placed = [...state.sessions.values()].map((session) => ({ session, ...placeOf(session, today) }));
+  placed.sort((a, b) => a.rank - b.rank || newestFirst(a.session, b.session));
+  const items = [];
+  let rank = null;
+  let group = null;
+  for (const { session, rank: at, group: into, day } of placed) {
+    if (into !== group && into === "pinned") items.push(heading(list, "pinned", "Pinned"));
+    if (into !== group && into === "archived") items.push(heading(list, "archived", "Archived"));
+    if (at !== rank && day) items.push(heading(list, `archived-${day}`, DAYS.find(([key]) => key === day)[1], 4));
+    rank = at;
+    group = into;
+    items.push(sessionItem(session));
+  }
+  for (const old of list.querySelectorAll(".session-group")) {
+    if (!items.includes(old)) old.remove();
+  }
   items.forEach((item, index) => {
     if (list.children[index] !== item) list.insertBefore(item, list.children[index] || null);
   });
-  const hidden = foldLongList(list, items, sessions.length);
+  const hidden = foldLongList(list, items, placed.length);
   let more = list.querySelector(".more");
   if (state.sessionsCursor && !more) {
     more = h("li", { class: "more" }, h("button", {
@@ -230,6 +269,10 @@ export function renderSessions() {
     if (state.sessionsCursor) list.append(more);
     else more.remove();
   }
+}
+
+function newestFirst(a, b) {
+  return activity(b) > activity(a) ? 1 : activity(b) < activity(a) ? -1 : b.id > a.id ? 1 : -1;
 }
 
 // A port's list shows this many sessions until asked for all: a port with 50 sessions must
@@ -250,18 +293,28 @@ function foldLongList(list, items, count) {
   let hidden = 0;
   for (const item of items) {
     const button = item.querySelector(".session-button");
-    if (!button) continue; // the Archived heading: decided below
+    if (!button) continue; // a heading: decided below
     const keep = state.sessionsExpanded || shown < FOLDED_SESSIONS || button.hasAttribute("aria-current");
     item.hidden = !keep;
     if (keep) shown += 1;
     else hidden += 1;
   }
-  const heading = list.querySelector(".session-group");
-  if (heading) {
-    let next = heading.nextElementSibling;
-    while (next && next.hidden) next = next.nextElementSibling;
-    heading.hidden = !next || !next.classList.contains("session");
-  }
+  // A heading shows if a session it covers does: those up to the next heading of its level
+  // or above ("Archived" covers its days).
+  items.forEach((item, index) => {
+    if (!item.classList.contains("session-group")) return;
+    const level = Number(item.dataset.level);
+    let shows = false;
+    for (const next of items.slice(index + 1)) {
+      if (next.classList.contains("session-group")) {
+        if (Number(next.dataset.level) <= level) break;
+      } else if (!next.hidden) {
+        shows = true;
+        break;
+      }
+    }
+    item.hidden = !shows;
+  });
   if (!toggle) {
     toggle = h("li", { class: "fold" }, h("button", {
       type: "button", class: "secondary", "data-testid": "fold-sessions",
@@ -293,6 +346,7 @@ function sessionItem(session) {
           "data-session-id": session.id,
         },
         h("span", { class: "session-title" }),
+        h("span", { class: "session-preview" }),
         h("span", { class: "session-meta" }),
       ),
     );
@@ -307,6 +361,9 @@ function sessionItem(session) {
   if (shown) button.setAttribute("aria-current", "true");
   else button.removeAttribute("aria-current");
   button.querySelector(".session-title").textContent = sessionTitle(session);
+  const preview = button.querySelector(".session-preview");
+  preview.textContent = session.preview ? `${session.preview_role === "user" ? "You: " : ""}${session.preview}` : "";
+  preview.hidden = !session.preview;
   const count = messageCount(session);
   const standing = active ? "active" : session.pinned ? "archived" : null; // else: under "Archived"
   const meta = [session.pinned ? "pinned" : null, standing, count];
