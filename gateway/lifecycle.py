@@ -1,5 +1,6 @@
 """The session lifecycle: rotate, rename, pin, archive, unarchive and delete, each with its
-announcements, for the WebSocket (`session.new`), the HTTP API and `chat-gateway archive`.
+announcements, for the WebSocket (`session.new`), the HTTP API and `chat-gateway archive`;
+and the ports' labels, announced the same way.
 
 Every change is made in PostgreSQL first (it decides: one active session per user and port),
 then in Redis (the ingest script's cached active session and the new session's dedup state),
@@ -79,6 +80,14 @@ class SessionLifecycle:
         await self.buffer.forget_active(user_id, session.port, session.id)
         await self.announce(user_id, [("deleted", session)])
         return True
+
+    async def label_port(self, user_id: str, port: int, label: str | None) -> None:
+        """Give the user's port a label (None takes it away), and announce it."""
+        async with self.pool.acquire() as conn:
+            await sessions.set_port_label(conn, user_id, port, label)
+        await self.redis.publish(
+            self.keys.user_channel(user_id), user_events.port_label_event(port, label)
+        )
 
     async def archive_inactive(
         self, cutoff: datetime, batch: int, progress: Callable[[int], None] | None = None

@@ -41,6 +41,7 @@ CLIENT_KINDS: frozenset[str] = frozenset(get_args(ClientKind))
 MAX_REF_CHARS = 64
 MAX_CLIENT_ID_CHARS = 128
 MAX_TITLE_CHARS = 200
+MAX_PORT_LABEL_CHARS = 80
 MAX_PORT = 65535
 MAX_SEQ = 2**63 - 1  # seq is a PostgreSQL bigint: a larger one cannot name a message
 
@@ -176,6 +177,9 @@ class Port(_Body):
     online: Annotated[bool, msgspec.Meta(description="An IDE connection serves the port.")]
     active_session: Session | None
     last_activity_at: Time
+    label: Annotated[
+        str | None, msgspec.Meta(description="The user's name for the port; null: none given.")
+    ] = None
 
 
 class PortList(_Body):
@@ -240,14 +244,19 @@ class Stats(_Body):
 BodyPort = Annotated[
     int, msgspec.Meta(ge=1, le=MAX_PORT, description=f"an integer from 1 to {MAX_PORT}")
 ]
-BodyTitle = Annotated[
-    str,
-    msgspec.Meta(
-        max_length=MAX_TITLE_CHARS,
+
+
+def _text_rule(max_chars: int) -> msgspec.Meta:
+    """A name a client gives (a title, a label): at most `max_chars` characters, no NUL
+    (PostgreSQL text cannot hold one)."""
+    return msgspec.Meta(
+        max_length=max_chars,
         pattern="^[^\\x00]*$",
-        description=f"a string of at most {MAX_TITLE_CHARS} characters, without NUL",
-    ),
-]
+        description=f"a string of at most {max_chars} characters, without NUL",
+    )
+
+
+BodyTitle = Annotated[str, _text_rule(MAX_TITLE_CHARS)]
 
 
 class NewSession(_Body):
@@ -269,7 +278,21 @@ class SessionChange(_Body):
     ) = UNSET
 
 
-REQUESTS: tuple[type[msgspec.Struct], ...] = (NewSession, SessionChange)
+BodyLabel = Annotated[str, _text_rule(MAX_PORT_LABEL_CHARS)]
+
+
+class PortChange(_Body):
+    """A port's new label: a string names it, null or an empty string takes the label away."""
+
+    label: BodyLabel | None
+
+
+class PortLabel(_Body):
+    port: PortNumber
+    label: str | None
+
+
+REQUESTS: tuple[type[msgspec.Struct], ...] = (NewSession, SessionChange, PortChange)
 
 
 class Health(_Body):
@@ -317,6 +340,7 @@ BODIES: tuple[type[msgspec.Struct], ...] = (
     MessagePage,
     PortMessages,
     PortList,
+    PortLabel,
     SearchResults,
     Stats,
 )
@@ -384,7 +408,9 @@ def _message_fields(m: messages.Message) -> _MessageFields:
 
 def port(summary: sessions.PortSummary, *, online: bool) -> Port:
     active = session(summary.active) if summary.active else None
-    return Port(summary.port, summary.ide_type, online, active, summary.last_activity_at)
+    return Port(
+        summary.port, summary.ide_type, online, active, summary.last_activity_at, summary.label
+    )
 
 
 def search_result(hit: search.Hit) -> SearchResult:

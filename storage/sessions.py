@@ -252,24 +252,46 @@ class PortSummary:
     ide_type: str
     active: Session | None
     last_activity_at: datetime
+    label: str | None = None  # the user's name for the port (sql/0007); None: none given
 
 
 async def user_ports(conn: Connection, user_id: str) -> list[PortSummary]:
-    """The ports the user has sessions on (not deleted), each with its active session."""
+    """The ports the user has sessions on (not deleted), each with its active session and
+    label."""
     records = await conn.fetch(
         f"SELECT DISTINCT ON (port) {COLUMNS}, activity_at FROM sessions"
         " WHERE user_id = $1 AND status <> 'deleted'"
         " ORDER BY port, (status = 'active') DESC, activity_at DESC",
         user_id,
     )
+    found = await conn.fetch("SELECT port, label FROM port_labels WHERE user_id = $1", user_id)
+    labels: dict[int, str] = {r["port"]: r["label"] for r in found}
     out = []
     for record in records:
         values = dict(record)
         activity = values.pop("activity_at")
         session = Session(**values)
         active = session if session.status == "active" else None
-        out.append(PortSummary(session.port, session.ide_type, active, activity))
+        out.append(
+            PortSummary(session.port, session.ide_type, active, activity, labels.get(session.port))
+        )
     return out
+
+
+async def set_port_label(conn: Connection, user_id: str, port: int, label: str | None) -> None:
+    """Give the user's port a label, or take it away (None)."""
+    if label is None:
+        await conn.execute(
+            "DELETE FROM port_labels WHERE user_id = $1 AND port = $2", user_id, port
+        )
+        return
+    await conn.execute(
+        "INSERT INTO port_labels (user_id, port, label) VALUES ($1, $2, $3)"
+        " ON CONFLICT (user_id, port) DO UPDATE SET label = excluded.label, updated_at = now()",
+        user_id,
+        port,
+        label,
+    )
 
 
 async def list_sessions(

@@ -12,6 +12,7 @@ import pytest
 
 from storage.writer import BatchWriter
 from tests.conftest import RunningGateway, receive, request
+from tests.test_live import receive_until
 
 
 async def test_ports_list_ide_type_active_session_and_online(
@@ -30,6 +31,36 @@ async def test_ports_list_ide_type_active_session_and_online(
     assert ports[9222]["ide_type"] == "cursor" and ports[9222]["online"] is True
     assert ports[9245]["ide_type"] == "windsurf" and ports[9245]["online"] is False
     assert ports[9222]["active_session"]["id"] == first["session_id"]
+
+
+async def test_a_port_label_is_listed_and_announced_and_can_be_taken_away(
+    gateway: RunningGateway, http: httpx.AsyncClient
+) -> None:
+    """`PATCH /api/ports/{port}` names a port (trimmed), `GET /api/ports` lists the name, every
+    session-list subscriber gets a `port` event; "" or null takes it away; bad input is a 400
+    that changes nothing."""
+    async with gateway.connect() as ide, gateway.connect() as tab:
+        await request(ide, {"type": "message", "port": 9246, "content": "a"})
+        await request(tab, {"type": "subscribe", "sessions": True})
+        named = await http.patch("/api/ports/9246", json={"label": "  billing-api "})
+        assert named.status_code == 200 and named.json() == {"port": 9246, "label": "billing-api"}
+        [*_, event] = await receive_until(tab, lambda f: f["type"] == "port")
+        assert event == {"type": "port", "port": 9246, "label": "billing-api"}
+        ports = {p["port"]: p for p in (await http.get("/api/ports")).json()["ports"]}
+        assert ports[9246]["label"] == "billing-api"
+        for bad in ({"label": "x" * 81}, {"label": 7}, {"label": "a\u0000b"}, {}, {"x": 1}):
+            answer = await http.patch("/api/ports/9246", json=bad)
+            assert answer.status_code == 400, (bad, answer.text)
+            assert answer.json()["error"]["code"] == "bad_request"
+        for port in ("0", "65536", "x"):
+            assert (await http.patch(f"/api/ports/{port}", json={"label": "a"})).status_code == 400
+        cleared = await http.patch("/api/ports/9246", json={"label": ""})
+        assert cleared.json() == {"port": 9246, "label": None}
+        [*_, event] = await receive_until(tab, lambda f: f["type"] == "port")
+        assert event == {"type": "port", "port": 9246, "label": None}
+        assert (await http.patch("/api/ports/9246", json={"label": None})).status_code == 200
+    ports = {p["port"]: p for p in (await http.get("/api/ports")).json()["ports"]}
+    assert ports[9246]["label"] is None
 
 
 async def test_sessions_list_is_keyset_paginated_newest_first(

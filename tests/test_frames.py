@@ -64,6 +64,7 @@ def _every_frame() -> list[frames.Frame]:
         frames.user_event(events.SessionEvent("updated", session)),
         frames.user_event(events.SessionEvent("created", session, activated=True)),
         frames.user_event(events.PresenceEvent(events.PortPresence(9222, online=True))),
+        frames.user_event(events.PortLabelEvent(events.PortLabel(9222, "billing-api"))),
         frames.subscribed("s", BySession(session.id), session, 3),
         frames.subscribed("s", ByPort(9222), None, 0),
         frames.subscribed(None, SessionList(), None, None),

@@ -526,6 +526,21 @@ async def list_ports(w: World) -> None:
     assert {p["port"]: p["online"] for p in mine} == {PORT: True, OTHER_PORT: True}
 
 
+async def label_port(w: World) -> None:
+    """`PATCH /api/ports/{port}` as B labels B's port, not A's: A's label stays, and B's
+    list of ports never shows it."""
+    url = f"/api/ports/{PORT}"
+    mine = await w.http.patch(url, json={"label": f"{w.mark} label"}, headers=w.alice)
+    assert mine.status_code == 200, mine.text
+    answer = await w.http.patch(url, json={"label": "bob's"}, headers=w.bob)
+    assert answer.status_code == 200 and not w.leaked(answer.json()), answer.text
+    await _bob_writes(w, PORT, "bob's own")
+    ports = (await w.http.get("/api/ports", headers=w.bob)).json()["ports"]
+    assert not w.leaked(ports) and [p["label"] for p in ports] == ["bob's"]
+    alice_ports = (await w.http.get("/api/ports", headers=w.alice)).json()["ports"]
+    assert {p["port"]: p["label"] for p in alice_ports}[PORT] == f"{w.mark} label"
+
+
 async def port_messages(w: World) -> None:
     """`GET /api/ports/{port}/messages` of A's ports as B holds none of A's messages, whether
     buffered or persisted; B's own message on A's port is listed alone."""
@@ -600,6 +615,7 @@ HTTP_CASES: dict[tuple[str, str], Case] = {
     ("DELETE", "/api/sessions/{session_id}"): delete_session,
     ("GET", "/api/sessions/{session_id}/messages"): session_messages,
     ("GET", "/api/ports"): list_ports,
+    ("PATCH", "/api/ports/{port}"): label_port,
     ("GET", "/api/ports/{port}/messages"): port_messages,
     ("GET", "/api/search"): search,
     ("GET", "/api/stats"): get_stats,

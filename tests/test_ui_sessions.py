@@ -360,3 +360,38 @@ async def test_history_is_grouped_by_day_and_each_session_previews_its_last_mess
         ack = await request(ide, reply)
     active = page.locator(f'[data-session-id="{ack["session_id"]}"] .session-preview')
     await expect(active).to_have_text("Sure, here", timeout=WAIT_MS)  # no markdown marks
+
+
+async def test_a_port_label_is_edited_inline_and_shows_in_every_tab(
+    profile: Tabs, gateway: RunningGateway
+) -> None:
+    """ "Label port" names the port beside its IDE type, in the sidebar and the head of both
+    tabs; Escape cancels; an empty label takes it away, in both tabs."""
+    await _ide_message(gateway, 9273, "a message")
+    one, two = await profile.open(9273), await profile.open(9273)
+    port_button = '[data-testid="port-item"][data-port="9273"]'
+    await one.get_by_role("button", name="Label port").click()
+    field = one.get_by_test_id("port-label-input")
+    await expect(field).to_be_focused()
+    await field.fill("forgotten")
+    await field.press("Escape")
+    await expect(one.get_by_test_id("port-label-form")).to_be_hidden()
+    await one.get_by_role("button", name="Label port").click()
+    await field.fill("billing-api")
+    await field.press("Enter")
+    for page in (one, two):
+        await expect(page.locator(port_button)).to_contain_text(
+            ":9273billing-apiunknown", timeout=WAIT_MS
+        )
+        await expect(page.locator("#conversation-info")).to_contain_text(":9273 · billing-api")
+        await expect(page.get_by_role("button", name="Rename port")).to_be_visible()
+    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+        ports = {p["port"]: p for p in (await http.get("/api/ports")).json()["ports"]}
+    assert ports[9273]["label"] == "billing-api"
+    await two.get_by_role("button", name="Rename port").click()
+    await expect(two.get_by_test_id("port-label-input")).to_have_value("billing-api")
+    await two.get_by_test_id("port-label-input").fill("")
+    await two.get_by_test_id("port-label-input").press("Enter")
+    for page in (one, two):
+        await expect(page.locator(f"{port_button} .port-label")).to_be_hidden(timeout=WAIT_MS)
+        await expect(page.get_by_role("button", name="Label port")).to_be_visible()

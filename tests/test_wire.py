@@ -140,7 +140,8 @@ def test_pages_keep_null_and_nested_shapes() -> None:
     """Page bodies keep null fields present and nest sessions and messages as before."""
     session = _session()
     summary = sessions.PortSummary(9222, "cursor", None, CREATED)
-    ports = wire.PortList([wire.port(summary, online=True)])
+    labelled = sessions.PortSummary(9223, "cursor", None, CREATED, "billing-api")
+    ports = wire.PortList([wire.port(summary, online=True), wire.port(labelled, online=False)])
     assert orjson.loads(wire.encode(ports)) == {
         "ports": [
             {
@@ -149,7 +150,16 @@ def test_pages_keep_null_and_nested_shapes() -> None:
                 "online": True,
                 "active_session": None,
                 "last_activity_at": "2026-01-02T03:04:05.678000Z",
-            }
+                "label": None,
+            },
+            {
+                "port": 9223,
+                "ide_type": "cursor",
+                "online": False,
+                "active_session": None,
+                "last_activity_at": "2026-01-02T03:04:05.678000Z",
+                "label": "billing-api",
+            },
         ]
     }
     page = wire.SessionPage([wire.session(session)], None)

@@ -199,6 +199,17 @@ async def list_port_messages(request: Request) -> Response:
     return WireResponse(wire.PortMessages(port, [wire.port_message(m) for m in messages]))
 
 
+async def patch_port(request: Request) -> Response:
+    """Label the port (`label`; null or "" takes the label away), announced to every tab."""
+    gateway = _gateway(request)
+    user_id = await _user(request)
+    port = _path_port(request)
+    body = convert(await _json_object(request), wire.PortChange, _PORT_CHANGE)
+    label = body.label.strip() if body.label else None
+    await gateway.lifecycle.label_port(user_id, port, label or None)
+    return WireResponse(wire.PortLabel(port, label or None))
+
+
 def _path_port(request: Request) -> int:
     raw = request.path_params["port"]
     # At most 5 significant digits before int(), which refuses strings of over 4300 digits.
@@ -298,6 +309,7 @@ def _session_id(request: Request) -> uuid.UUID:
 # The request bodies' rules (gateway/validation.py): one table per body.
 _NEW_SESSION = Rules.of(wire.NewSession)
 _SESSION_CHANGE = Rules.of(wire.SessionChange)
+_PORT_CHANGE = Rules.of(wire.PortChange)
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -344,6 +356,7 @@ routes = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/api/stats", get_stats, methods=["GET"]),
     Route("/api/ports", list_ports, methods=["GET"]),
+    Route("/api/ports/{port}", patch_port, methods=["PATCH"]),
     Route("/api/ports/{port}/messages", list_port_messages, methods=["GET"]),
     Route("/api/sessions", list_session_page, methods=["GET"]),
     Route("/api/sessions", create_session, methods=["POST"]),

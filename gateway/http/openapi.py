@@ -196,6 +196,23 @@ def _paths() -> dict[str, Any]:
                 ),
             }
         },
+        "/api/ports/{port}": {
+            "patch": {
+                "summary": "Label the port (null or an empty string takes the label away)",
+                "operationId": "labelPort",
+                "parameters": [{"name": "port", "in": "path", "required": True, "schema": PORT}],
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("PortChange")}},
+                },
+                "responses": _answers(
+                    "200",
+                    _json_body(_ref("PortLabel"), "The port's label now."),
+                    "BadRequest",
+                    "Unauthorized",
+                ),
+            }
+        },
         "/api/ports/{port}/messages": {
             "get": {
                 "summary": "A port's newest messages across its sessions, newest first",

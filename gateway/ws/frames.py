@@ -106,6 +106,13 @@ class Presence(_Frame, tag="presence"):
     online: bool
 
 
+class PortLabelFrame(_Frame, tag="port"):
+    """A port's label changed (null: taken away)."""
+
+    port: wire.PortNumber
+    label: str | None
+
+
 class _Subscription(_Frame):
     """Names the subscription, by exactly one of these (as the client's frame did)."""
 
@@ -143,6 +150,7 @@ ServerFrame = (
     | Pong
     | SessionFrame
     | Presence
+    | PortLabelFrame
     | Subscribed
     | Unsubscribed
     | Resync
@@ -216,9 +224,11 @@ def session_reply(ref: str | None, session: Session) -> Frame:
 
 
 def user_event(event: events.UserEvent) -> Frame:
-    """A user channel publication as the `session` or `presence` frame it announces."""
+    """A user channel publication as the `session`, `presence` or `port` frame it announces."""
     if isinstance(event, events.PresenceEvent):
         return encode(Presence(event.presence.port, event.presence.online))
+    if isinstance(event, events.PortLabelEvent):
+        return encode(PortLabelFrame(event.port_label.port, event.port_label.label))
     activated: Literal[True] | UnsetType = True if event.activated else UNSET
     return encode(SessionFrame(event.event, wire.session(event.session), activated=activated))
 

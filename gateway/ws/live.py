@@ -65,10 +65,10 @@ class LiveMessage:
 @dataclass(frozen=True, slots=True)
 class UserEvent:
     port: int
-    event: str | None  # created, updated, archived, deleted; None for presence
+    event: str | None  # created, updated, archived, deleted; None for presence and labels
     session_id: str | None
     activated: bool  # the event made the session its port's active one
-    frame: Frame  # the `session` or `presence` frame
+    frame: Frame  # the `session`, `presence` or `port` frame
 
 
 def decode_rows(data: bytes) -> list[LiveMessage]:
@@ -89,6 +89,8 @@ def decode_user_event(data: bytes) -> UserEvent:
     frame = frames.user_event(event)
     if isinstance(event, events.PresenceEvent):
         return UserEvent(event.presence.port, None, None, False, frame)
+    if isinstance(event, events.PortLabelEvent):
+        return UserEvent(event.port_label.port, None, None, False, frame)
     session = event.session
     return UserEvent(session.port, event.event, str(session.id), event.activated, frame)
 

@@ -8,6 +8,7 @@
 //   sidebar.js       ports and their sessions (ide-ports.js, generated from gateway/ws/protocol.py)
 //   composer.js      typing, sending, the frames not acked yet
 //   session_actions.js  the shown session's controls: new chat, rename, pin, archive, delete
+//   port_label.js    the shown port's label: editing it, applying `port` events
 //   conversation.js  the message view: what is selected, its subscription, paging, following
 //   search.js        search and opening a match
 //
@@ -26,11 +27,13 @@ import {
   openSession,
   refreshPorts,
   refuseView,
+  renderHead,
   selectPort,
   showAckedSession,
   showView,
   subscribeView,
 } from "./conversation.js";
+import { applyPortLabel, listenPortLabel } from "./port_label.js";
 import { listenSearch } from "./search.js";
 import { listenSessionActions } from "./session_actions.js";
 import { listenSignIn, showAccount, showSignIn } from "./signin.js";
@@ -80,6 +83,9 @@ function handleFrame(frame) {
     case "presence":
       onPresence(frame.port, frame.online);
       break;
+    case "port":
+      applyPortLabel(frame.port, frame.label);
+      break;
     case "ack":
       if (settleSent(frame)) showAckedSession(frame);
       break;
@@ -114,6 +120,9 @@ listenComposer((port) => {
 });
 listenSearch();
 listenSignIn();
+listenPortLabel((port) => {
+  if (port === state.selectedPort) renderHead();
+});
 listenSessionActions({
   applied: onSessionEvent,
   showActive: () => showView(state.selectedPort, null),

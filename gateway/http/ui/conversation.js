@@ -12,6 +12,7 @@
 import { updateComposer } from "./composer.js";
 import { api, live } from "./connection.js";
 import { renderMessage } from "./render.js";
+import { renderPortLabelAction } from "./port_label.js";
 import { renderSessionActions } from "./session_actions.js";
 import {
   applyPresence,
@@ -386,12 +387,13 @@ function updateEmpty() {
   dom.loadOlder.hidden = !view.hasOlder;
 }
 
-function renderHead() {
+export function renderHead() {
   const view = state.view;
   const port = state.ports.get(view.port);
   // "Back to the active session" only when there is one to go back to.
   dom.follow.hidden = view.follow || view.port === null || Boolean(port && !port.active_session);
   renderSessionActions();
+  renderPortLabelAction();
   if (view.port === null) {
     dom.title.textContent = "Select a port";
     dom.info.textContent = "";
@@ -400,6 +402,7 @@ function renderHead() {
   const session = view.sessionId ? state.sessions.get(view.sessionId) : null;
   dom.title.textContent = session ? sessionTitle(session) : `Port ${view.port}`;
   const parts = [`:${view.port}`, port ? port.ide_type : ideTypeFor(view.port)];
+  if (port && port.label) parts.splice(1, 0, port.label);
   if (port) parts.push(port.online ? "IDE online" : "IDE offline");
   if (!view.sessionId) parts.push("no session yet");
   else if (view.follow) parts.push("active session");

@@ -94,11 +94,12 @@ export function renderPorts() {
         h(
           "button",
           { type: "button", class: "port-button", "data-testid": "port-item", "data-port": port.port },
-          // The button's name is its text (":PORT cursor offline"), read as "Port :PORT ...":
+          // The button's name is its text (":PORT label cursor offline"), read as "Port :PORT ...":
           // a name that differs from the visible text fails people who speak it (voice
           // control says what it sees) and axe's label-content-name-mismatch.
           h("span", { class: "visually-hidden" }, "Port "),
           h("span", { class: "port-number" }),
+          h("span", { class: "port-label", "data-testid": "port-label" }),
           h("span", { class: "ide-type" }),
           h("span", { class: "badge", "data-testid": "port-online" }),
         ),
@@ -112,6 +113,9 @@ export function renderPorts() {
     button.setAttribute("aria-expanded", String(selected));
     button.classList.toggle("selected", selected);
     button.querySelector(".port-number").textContent = `:${port.port}`;
+    const label = button.querySelector(".port-label");
+    label.textContent = port.label || "";
+    label.hidden = !port.label;
     button.querySelector(".ide-type").textContent = port.ide_type;
     const badge = button.querySelector(".badge");
     badge.textContent = port.online ? "online" : "offline";
