@@ -6,7 +6,8 @@
 //   connection.js    the token, HTTP `api()`, the WebSocket (`live`, from live.js), its indicator
 //   signin.js        token mode: the sign-in form, who is signed in, signing out
 //   sidebar.js       ports and their sessions (ide-ports.js, generated from gateway/ws/protocol.py)
-//   composer.js      typing, sending, the frames not acked yet
+//   outbox.js        unsent messages kept in IndexedDB
+//   composer.js      typing, sending, the messages not acked yet (shown, retried)
 //   session_actions.js  the shown session's controls: new chat, rename, pin, archive, delete
 //   port_label.js    the shown port's label: editing it, applying `port` events
 //   conversation.js  the message view: what is selected, its subscription, paging, following
@@ -16,7 +17,14 @@
 // import none), so there is no cycle. This one wires them together: what happens when the
 // socket opens, where each frame goes, and which clicks and keys do what.
 
-import { listenComposer, refuseSent, resendPending, settleSent, updateComposer } from "./composer.js";
+import {
+  listenComposer,
+  refuseSent,
+  resendPending,
+  settleSent,
+  settings as composerSettings,
+  updateComposer,
+} from "./composer.js";
 import { live, showConnectionState, startLive } from "./connection.js";
 import {
   listenConversation,
@@ -46,6 +54,7 @@ window.chatGateway = {
     return live.socket;
   },
   state,
+  composer: composerSettings,
 };
 
 function showConnection(connectionState, detail) {
@@ -65,7 +74,6 @@ function showConnection(connectionState, detail) {
 async function connected() {
   live.send({ type: "subscribe", sessions: true });
   if (state.selectedPort !== null) subscribeView();
-  resendPending();
   await Promise.all([refreshPorts(), state.selectedPort !== null ? loadSessions() : null]);
 }
 
@@ -98,6 +106,7 @@ function handleFrame(frame) {
       break;
     case "welcome":
       showAccount(frame.user_id);
+      resendPending(frame.user_id); // unsent messages, this tab's and the outbox's
       break;
     default:
       break; // pong, unsubscribed

@@ -30,6 +30,7 @@ export const dom = {
   loadOlder: $("load-older"),
   messages: $("messages"),
   messagesEmpty: $("messages-empty"),
+  outbox: $("outbox"),
   composer: $("composer"),
   composerLabel: $("composer-label"),
   input: $("composer-input"),
@@ -70,7 +71,8 @@ export const state = {
   sessionsCursor: null,
   sessionsExpanded: false, // the selected port's whole list shown, not its first few
   view: newView(null, null),
-  pending: new Map(), // ref -> message frame sent and not yet acked
+  pending: new Map(), // client id -> outbox record (outbox.js) of a message not acked yet
+  user: null, // the user the connection's `welcome` named; null before the first
   nextRef: 1,
   probed: false, // the API was asked why the socket is down (once per outage)
 };
