@@ -10,6 +10,7 @@
 //   composer.js      typing, sending, the messages not acked yet (shown, retried)
 //   session_actions.js  the shown session's controls: new chat, rename, pin, archive, delete
 //   port_label.js    the shown port's label: editing it, applying `port` events
+//   tabs.js          tabs inside the page: open chats, their scroll positions, kept per tab
 //   conversation.js  the message view: what is selected, its subscription, paging, following
 //   search.js        search and opening a match
 //
@@ -38,6 +39,7 @@ import {
   renderHead,
   selectPort,
   showAckedSession,
+  showTab,
   showView,
   subscribeView,
 } from "./conversation.js";
@@ -46,6 +48,7 @@ import { listenSearch } from "./search.js";
 import { listenSessionActions } from "./session_actions.js";
 import { listenSignIn, showAccount, showSignIn } from "./signin.js";
 import { listenSidebar, loadSessions } from "./sidebar.js";
+import { listenTabs, openTab } from "./tabs.js";
 import { showNotice, state } from "./state.js";
 
 // For tests and the console: the live socket, and what is shown.
@@ -122,7 +125,18 @@ function onResync() {
   if (state.selectedPort !== null) loadSessions();
 }
 
-listenSidebar({ pickPort: (port) => selectPort(port, null), pickSession: openSession });
+listenTabs(showTab);
+listenSidebar({
+  pickPort: (port, newTab) => (newTab ? openTab(port, null) : selectPort(port, null)),
+  pickSession: (sessionId, newTab) => {
+    if (!newTab) {
+      openSession(sessionId);
+      return;
+    }
+    const session = state.sessions.get(sessionId);
+    openTab(state.selectedPort, session && session.status === "active" ? null : sessionId);
+  },
+});
 listenConversation();
 listenComposer((port) => {
   if (!state.view.follow) showView(port, null); // a message goes to the active session

@@ -14,6 +14,7 @@ import { api, live } from "./connection.js";
 import { renderMessage } from "./render.js";
 import { renderPortLabelAction } from "./port_label.js";
 import { renderSessionActions } from "./session_actions.js";
+import { savedScroll, scrolledTo, titleShown, viewShown } from "./tabs.js";
 import {
   applyPresence,
   applySessionEvent,
@@ -52,7 +53,10 @@ export async function refreshPorts() {
   if (state.selectedPort === null) {
     const wanted = readHash();
     const port = state.ports.has(wanted.port) ? wanted.port : newestPort();
-    if (port !== null) selectPort(port, wanted.port === port ? wanted.session : null);
+    if (port === null) return;
+    const sessionId = wanted.port === port ? wanted.session : null;
+    selectPort(port, sessionId);
+    state.view.restore = savedScroll(port, sessionId); // a reload: where its tab was scrolled
   }
 }
 
@@ -82,6 +86,7 @@ function showHistoryIfIdle() {
 function showHistory(sessionId) {
   showView(state.view.port, sessionId);
   state.view.idle = true;
+  viewShown(state.view.port, null); // the tab still names the port: its next session shows
 }
 
 /** A session of the selected port was picked in the list. */
@@ -99,6 +104,45 @@ export function openSession(sessionId) {
 export function listenConversation() {
   dom.follow.addEventListener("click", () => showView(state.selectedPort, null));
   dom.loadOlder.addEventListener("click", loadOlder);
+  let frame = null;
+  dom.scroller.addEventListener("scroll", () => {
+    if (frame === null) frame = requestAnimationFrame(() => {
+      frame = null;
+      noteScroll();
+    });
+  });
+}
+
+/** Tell the shown tab where its conversation is scrolled to: the first message in view and
+ * its offset from the top, or null when the end is in view (it then follows the end). Not
+ * while the view loads or is being put back where it was. */
+function noteScroll() {
+  const view = state.view;
+  if (!view.loaded || view.restore !== null || view.reveal !== null) return;
+  const scroller = dom.scroller;
+  if (scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 48) {
+    scrolledTo(null);
+    return;
+  }
+  // Layout positions (offsetTop: the scroller is the messages' offset parent), not the
+  // rendered boxes, which a new message's entrance animation moves for a moment.
+  for (const el of dom.messages.children) {
+    const top = el.offsetTop - scroller.scrollTop;
+    if (top + el.offsetHeight > 0) {
+      scrolledTo({ seq: Number(el.dataset.seq), offset: top });
+      return;
+    }
+  }
+}
+
+/** Show `port`'s session `sessionId` (null: the active one) scrolled to `scroll` (as
+ * `noteScroll` took it; null: the end): a tab is shown again. */
+export function showTab(port, sessionId, scroll) {
+  selectPort(port, sessionId);
+  const view = state.view;
+  view.restore = scroll;
+  if (view.loaded && scroll) restoreScroll(view); // the same view: nothing reloads
+  else if (view.loaded) dom.scroller.scrollTop = dom.scroller.scrollHeight;
 }
 
 // ---- events that change the view --------------------------------------------------------
@@ -162,6 +206,7 @@ export function showView(port, sessionId) {
   renderSessions();
   updateComposer();
   writeHash();
+  viewShown(port, sessionId);
   subscribeView();
 }
 
@@ -254,7 +299,32 @@ async function loadNewest(view, lastSeq) {
   view.loaded = true;
   renderHead();
   updateEmpty();
-  if (view.reveal !== null) await reveal(view);
+  if (view.reveal !== null) {
+    view.restore = null; // a search hit wins over where the tab was
+    await reveal(view);
+  } else if (view.restore !== null) {
+    await restoreScroll(view);
+  }
+}
+
+/** Load earlier pages until the message `seq` is shown (or there are none); false if the
+ * view changed meanwhile. */
+async function loadUntil(view, seq) {
+  while (!view.messages.has(seq) && view.hasOlder && state.view === view) {
+    const before = view.messages.size;
+    await loadOlder();
+    if (view.messages.size === before) break; // the load failed: its notice says so
+  }
+  return state.view === view;
+}
+
+/** Scroll back to where the tab was: `view.restore`'s message `offset` px below the top. */
+async function restoreScroll(view) {
+  const { seq, offset } = view.restore;
+  if (!(await loadUntil(view, seq))) return;
+  const el = dom.messages.querySelector(`[data-seq="${seq}"]`);
+  if (el) dom.scroller.scrollTop = el.offsetTop - offset;
+  view.restore = null;
 }
 
 /** Load earlier pages until the message `view.reveal` is shown, then scroll to it and mark it:
@@ -265,12 +335,7 @@ export async function reveal(view) {
   const text = view.revealText;
   view.reveal = null;
   view.revealText = null;
-  while (!view.messages.has(seq) && view.hasOlder && state.view === view) {
-    const before = view.messages.size;
-    await loadOlder();
-    if (view.messages.size === before) break; // the load failed: its notice says so
-  }
-  if (state.view !== view) return;
+  if (!(await loadUntil(view, seq))) return;
   const el = dom.messages.querySelector(`[data-seq="${seq}"]`);
   if (!el) return;
   for (const found of dom.messages.querySelectorAll(".found")) found.classList.remove("found");
@@ -401,6 +466,7 @@ export function renderHead() {
   }
   const session = view.sessionId ? state.sessions.get(view.sessionId) : null;
   dom.title.textContent = session ? sessionTitle(session) : `Port ${view.port}`;
+  titleShown(dom.title.textContent);
   const parts = [`:${view.port}`, port ? port.ide_type : ideTypeFor(view.port)];
   if (port && port.label) parts.splice(1, 0, port.label);
   if (port) parts.push(port.online ? "IDE online" : "IDE offline");

@@ -51,15 +51,20 @@ export function newestPort() {
   return best ? best.port : null;
 }
 
-/** Clicks on a port (`pickPort(port)`) or on a session (`pickSession(sessionId)`). */
+/** Clicks on a port (`pickPort(port, newTab)`) or on a session (`pickSession(sessionId,
+ * newTab)`); `newTab` for Ctrl/Cmd+click and a middle click, as links open in a new tab. */
 export function listenSidebar({ pickPort, pickSession }) {
   // One listener for the list, not one per button: the buttons come and go as ports and
   // sessions do, and each carries what it names in a data attribute.
-  dom.ports.addEventListener("click", (event) => {
+  const pick = (event, newTab) => {
     const button = event.target.closest("button");
     if (!button) return;
-    if (button.classList.contains("port-button")) pickPort(Number(button.dataset.port));
-    else if (button.classList.contains("session-button")) pickSession(button.dataset.sessionId);
+    if (button.classList.contains("port-button")) pickPort(Number(button.dataset.port), newTab);
+    else if (button.classList.contains("session-button")) pickSession(button.dataset.sessionId, newTab);
+  };
+  dom.ports.addEventListener("click", (event) => pick(event, event.ctrlKey || event.metaKey));
+  dom.ports.addEventListener("auxclick", (event) => {
+    if (event.button === 1) pick(event, true);
   });
   // Up and Down move between the ports and sessions shown, as in a list; Enter (or Space)
   // opens the focused one, as any button does. Tab still leaves the list.

@@ -58,6 +58,7 @@ export function newView(port, sessionId) {
     target: null, // what the subscription names: {port} or {session_id}
     reveal: null, // a seq to scroll to once loaded (a search result that was opened)
     revealText: null, // and the matched word in it to bring into view
+    restore: null, // {seq, offset}: where to scroll once loaded (a tab shown again, a reload)
     idle: false, // history shown because the port has no active session (follow the next one)
   };
 }
