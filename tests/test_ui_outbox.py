@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import httpx
-from playwright.async_api import Page, WebSocketRoute, expect
+from playwright.async_api import Browser, Page, WebSocketRoute, expect
 
 from gateway.settings import Settings
 from tests.conftest import RunningGateway, request, run_gateway
@@ -152,7 +152,8 @@ async def test_a_refused_message_can_be_edited_or_discarded(
 
 
 async def test_a_rate_limited_message_is_sent_again_after_the_wait(
-    browser: Any, settings: Settings
+    browser: Browser,  # noqa: F811 - the fixture
+    settings: Settings,
 ) -> None:
     """A "try again later" from the gateway is not a failure: the message is sent again
     after the wait it names, never marked "Not sent", and stored once."""
