@@ -2,6 +2,7 @@
 // composer below them, all kept live over one WebSocket. Native ES modules, no build step:
 //
 //   state.js         the shared state object, the page's elements, the notice
+//   highlight.js     syntax highlighting of code blocks (Prism in highlight_worker.js)
 //   render.js        message content to DOM nodes, never through HTML
 //   connection.js    the token, HTTP `api()`, the WebSocket (`live`, from live.js), its indicator
 //   signin.js        token mode: the sign-in form, who is signed in, signing out
@@ -14,7 +15,7 @@
 //   conversation.js  the message view: what is selected, its subscription, paging, following
 //   search.js        search and opening a match
 //
-// Each imports only modules listed above it (state.js, render.js, live.js and ide-ports.js
+// Each imports only modules listed above it (state.js, highlight.js, live.js and ide-ports.js
 // import none), so there is no cycle. This one wires them together: what happens when the
 // socket opens, where each frame goes, and which clicks and keys do what.
 
