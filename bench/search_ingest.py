@@ -55,7 +55,7 @@ from bench.harness import Timer, copy_in_batches, fresh_database, machine, make_
 from gateway.ws.ingest import buffer_item
 from gateway.ws.protocol import MessageItem
 from storage.buffer import IngestBuffer
-from storage.db import Connection, create_pool
+from storage.db import Connection, PoolSettings, create_pool
 from storage.indexer import Indexer, IndexerConfig, catch_up
 from storage.keys import Keys
 from storage.rows import COLUMNS
@@ -219,7 +219,7 @@ async def section_copy(server_url: str, corpus: Corpus) -> dict[str, float]:
 
 async def section_indexer(url: str, redis_url: str, corpus: Corpus) -> float:
     keys = Keys(f"bench-search-{uuid.uuid4().hex[:6]}:")
-    pool = await create_pool(url, size=4)
+    pool = await create_pool(url, PoolSettings(max_size=4))
     redis = aioredis.Redis.from_url(redis_url)
     try:
         async with pool.acquire() as conn:
@@ -282,7 +282,7 @@ async def section_concurrent(
             await direct.close()
     async with fresh_database(server_url) as url:
         keys = Keys(f"bench-search-{uuid.uuid4().hex[:6]}:")
-        pool = await create_pool(url, size=4)
+        pool = await create_pool(url, PoolSettings(max_size=4))
         redis = aioredis.Redis.from_url(redis_url)
         lags: list[float] = []
         try:
@@ -361,7 +361,7 @@ async def section_writer(server_url: str, redis_url: str, n: int) -> None:
     for name, config in variants:
         async with fresh_database(server_url) as url:
             keys = Keys(f"bench-search-{uuid.uuid4().hex[:6]}:")
-            pool = await create_pool(url, size=6)
+            pool = await create_pool(url, PoolSettings(max_size=6))
             redis = aioredis.Redis.from_url(redis_url)
             try:
                 buffer = IngestBuffer(redis, pool, keys, state_ttl_s=3600)
@@ -420,7 +420,7 @@ def queries() -> list[tuple[str, str]]:
 
 
 async def section_search(url: str, repeat: int, port_filter: bool) -> None:
-    pool = await create_pool(url, size=2)
+    pool = await create_pool(url, PoolSettings(max_size=2))
     try:
         async with pool.acquire() as conn:
             print("  | query | matches | p50 | p99 |")
@@ -448,7 +448,7 @@ async def section_search(url: str, repeat: int, port_filter: bool) -> None:
 
 
 async def section_catch_up(url: str, n: int) -> None:
-    pool = await create_pool(url, size=2)
+    pool = await create_pool(url, PoolSettings(max_size=2))
     try:
         async with pool.acquire() as conn:
             await conn.execute("TRUNCATE message_search")

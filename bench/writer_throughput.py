@@ -31,7 +31,7 @@ from bench.harness import (
 from gateway.ws.ingest import buffer_item
 from gateway.ws.protocol import MessageItem
 from storage.buffer import IngestBuffer
-from storage.db import create_pool
+from storage.db import PoolSettings, create_pool
 from storage.keys import Keys
 from storage.streams import Entry
 from storage.writer import BatchWriter, WriterConfig, _Batch
@@ -59,7 +59,7 @@ async def fill_stream(
 
 async def run_shape(database_url: str, redis_url: str, n: int, per_frame: int) -> dict[str, float]:
     keys = Keys(f"bench{per_frame}:")
-    pool = await create_pool(database_url, size=4)
+    pool = await create_pool(database_url, PoolSettings(max_size=4))
     redis = aioredis.Redis.from_url(redis_url)
     try:
         buffer = IngestBuffer(redis, pool, keys, state_ttl_s=3600)

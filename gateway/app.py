@@ -117,7 +117,10 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     )
     metrics = Metrics(settings.slow_query_s)
     pool = await create_pool(
-        settings.database_url, size=settings.database_pool_size, on_query=metrics.observe_query
+        settings.database_url,
+        settings.pool_settings(),
+        on_query=metrics.observe_query,
+        on_acquire=metrics.observe_acquire,
     )
     redis = aioredis.Redis.from_url(settings.redis_url)
     try:

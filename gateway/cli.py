@@ -209,7 +209,12 @@ async def _run_writer(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     metrics = Metrics(settings.slow_query_s)
     # The writer's connection and the indexer's, plus one for a catch-up the indexer starts.
-    pool = await create_pool(settings.database_url, size=3, on_query=metrics.observe_query)
+    pool = await create_pool(
+        settings.database_url,
+        settings.pool_settings(max_size=3),
+        on_query=metrics.observe_query,
+        on_acquire=metrics.observe_acquire,
+    )
     redis = aioredis.Redis.from_url(settings.redis_url)
     keys = Keys(settings.key_prefix)
     try:
@@ -230,9 +235,30 @@ async def _run_writer(settings: Settings) -> None:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace, given: Labels) -> None:
+    if args.allow_data_loss and args.to is None:
+        raise PreflightError("--allow-data-loss goes with --to N: plain migrate never goes down")
+    if args.to is not None:
+        migrations = migrate.discover()  # a bad file: MigrationError, exit 1 like a plain run
+        try:
+            migrate.check_target(args.to, migrations)
+        except migrate.MigrationError as exc:
+            raise PreflightError(f"--to: {exc}") from None
     with servers_for(settings, serve=False, redis=False, labels=given) as settings:
         if args.status:
             asyncio.run(_print_status(settings.database_url))
+        elif args.to is not None:
+            result = asyncio.run(_migrate_to(settings.database_url, args.to, args.allow_data_loss))
+            for migration in result.reverted:
+                print(f"reverted {migration.path.name}")
+            for migration in result.applied:
+                print(f"applied {migration.path.name}")
+            moved = result.reverted or result.applied
+            print(
+                f"at version {args.to}: reverted {len(result.reverted)},"
+                f" applied {len(result.applied)}"
+                if moved
+                else f"at version {args.to}: nothing to do"
+            )
         else:
             applied = asyncio.run(_apply_migrations(settings.database_url))
             print(f"applied {len(applied)} migration(s)" if applied else "nothing to apply")
@@ -246,15 +272,29 @@ async def _apply_migrations(dsn: str) -> list[migrate.Migration]:
         await conn.close()
 
 
+async def _migrate_to(dsn: str, target: int, allow_data_loss: bool) -> migrate.MigrateResult:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate.migrate_to(conn, target, allow_data_loss=allow_data_loss)
+    finally:
+        await conn.close()
+
+
 async def _print_status(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         states = await migrate.status(conn)
     finally:
         await conn.close()
+    # "down file": what undoing it costs (its header), "none" if it cannot be undone.
+    print(f"{'':4}  {'migration':<32} {'down file':<18} applied")
     for state in states:
         when = state.applied_at.isoformat(timespec="seconds") if state.applied_at else "pending"
-        print(f"{state.migration.version:04d}  {state.migration.name:<32} {when}")
+        down = state.migration.down
+        undo = str(down.effect) if down else "none"
+        if state.down_edited:
+            undo += ", edited"
+        print(f"{state.migration.version:04d}  {state.migration.name:<32} {undo:<18} {when}")
 
 
 def _verify_counts(settings: Settings, args: argparse.Namespace, given: Labels) -> None:
@@ -296,7 +336,7 @@ def _archive(settings: Settings, args: argparse.Namespace, given: Labels) -> Non
 
 
 async def _run_archive(settings: Settings, older_than_s: int, batch: int) -> int:
-    pool = await create_pool(settings.database_url, size=1)
+    pool = await create_pool(settings.database_url, settings.pool_settings(max_size=1))
     redis = aioredis.Redis.from_url(settings.redis_url)
     keys = Keys(settings.key_prefix)
     buffer = IngestBuffer(redis, pool, keys, state_ttl_s=settings.session_state_ttl_s)

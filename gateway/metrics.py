@@ -2,7 +2,7 @@
 
 Counters and histograms are updated where things happen (connections, the writer, the
 database pool's query logger). Gauges that describe shared state (the ingest stream's length
-and pending entries, the pool in use, open connections, hub resets) come from a
+and pending entries, the pool's size, use and waiters, open connections, hub resets) come from a
 `SharedStateCollector`: prometheus-client asks a collector for its metrics at each scrape, but
 synchronously, so `Metrics.render` first reads Redis (asynchronously) into a snapshot that the
 collector then reports. Each app has its own registry, so several gateways in one process (the
@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import redis.asyncio as aioredis
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -31,11 +30,13 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from storage.db import MeteredPool
 from storage.keys import WRITER_GROUP, Keys
 
 log = logging.getLogger(__name__)
 
 _BATCH_ROWS = (1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 25000)
+_ACQUIRE_SECONDS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 _FLUSH_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -46,7 +47,7 @@ class Sources:
 
     connections: Callable[[], int]
     hub_resets: Callable[[], int]
-    pool: asyncpg.Pool
+    pool: MeteredPool
     redis: aioredis.Redis
     keys: Keys
 
@@ -56,7 +57,9 @@ class _Snapshot:
     # None: not known at this scrape (Redis could not be read, or this process has no such
     # part: a standalone writer has no connections and no hub).
     connections: int | None = None
+    pool_size: int | None = None
     pool_in_use: int | None = None
+    pool_waiting: int | None = None
     hub_resets: int | None = None
     buffer_entries: int | None = None
     buffer_pending: int | None = None
@@ -75,7 +78,13 @@ class SharedStateCollector(Collector):
         shot = self.snapshot
         gauges: list[tuple[str, str, int | None]] = [  # name, help, value
             ("gateway_connections", "Open WebSocket connections", shot.connections),
+            ("gateway_db_pool_size", "PostgreSQL connections open in the pool", shot.pool_size),
             ("gateway_db_pool_in_use", "PostgreSQL connections checked out", shot.pool_in_use),
+            (
+                "gateway_db_pool_waiting",
+                "Tasks waiting for a PostgreSQL connection from the pool",
+                shot.pool_waiting,
+            ),
             (
                 "gateway_hub_resets",
                 "Reconnects of this process's pub/sub connection since it started (each one"
@@ -167,6 +176,13 @@ class Metrics:
         self.slow_queries = Counter(
             "gateway_db_slow_queries", "Queries slower than the slow-query threshold", registry=r
         )
+        self.pool_acquire_seconds = Histogram(
+            "gateway_db_pool_acquire_seconds",
+            "Time to get a connection from the PostgreSQL pool (waiting for a free one, or for"
+            " a new one to connect)",
+            buckets=_ACQUIRE_SECONDS,
+            registry=r,
+        )
 
     def observe_batch(self, rows: int, seconds: float) -> None:
         self.batch_rows.observe(rows)
@@ -176,6 +192,10 @@ class Metrics:
     def observe_index_batch(self, rows: int, lag_s: float) -> None:
         self.rows_indexed.inc(rows)
         self.search_lag.set(lag_s)
+
+    def observe_acquire(self, seconds: float) -> None:
+        """The pool's acquisition meter (storage/db.py MeteredPool)."""
+        self.pool_acquire_seconds.observe(seconds)
 
     def observe_query(self, record: Any) -> None:
         """asyncpg query logger: count and log queries over the threshold."""
@@ -198,7 +218,9 @@ class Metrics:
             shot.connections = sources.connections()
             shot.hub_resets = sources.hub_resets()
             pool = sources.pool
+            shot.pool_size = pool.get_size()
             shot.pool_in_use = pool.get_size() - pool.get_idle_size()
+            shot.pool_waiting = pool.waiting
             stream = sources.keys.stream
             pipe = sources.redis.pipeline(transaction=False)
             pipe.xlen(stream)

@@ -22,6 +22,8 @@ from typing import Any
 import msgspec
 import platformdirs
 
+from storage.db import PoolSettings
+
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "GATEWAY_"
@@ -143,7 +145,19 @@ class Settings:
     # Dedup and seq state of a session idle this long leaves Redis; it is reloaded from
     # PostgreSQL on the session's next message.
     session_state_ttl_s: int = 7 * 24 * 3600
+    # The PostgreSQL pool of each process: at most this many connections (a gateway worker;
+    # `chat-gateway writer` uses 3). Size PostgreSQL's max_connections for workers x this.
     database_pool_size: int = 10
+    # Connections the pool keeps open even when idle (each holds a PostgreSQL backend, about
+    # 10 MB); 0: none, the first query after a quiet spell connects.
+    database_pool_min_size: int = 1
+    # How long opening one connection may take before the query waiting for it fails.
+    database_connect_timeout_s: float = 10.0
+    # PostgreSQL cancels a statement running longer (its statement_timeout, set on each
+    # pooled connection), and the query fails with QueryCanceledError; 0: no limit.
+    database_statement_timeout_s: float = 60.0
+    # A pooled connection idle this long is closed (down to database_pool_min_size); 0: never.
+    database_idle_lifetime_s: float = 300.0
     # Where /metrics is served: empty, on the public listener; `host:port`, on that address
     # only (one worker; the public /metrics is then 404); `off`, nowhere. See
     # gateway/metrics_listener.py.
@@ -189,6 +203,16 @@ class Settings:
                 ("1" if value else "0") if isinstance(value, bool) else str(value)
             )
         return out
+
+    def pool_settings(self, max_size: int | None = None) -> PoolSettings:
+        """The PostgreSQL pool these settings describe (`max_size`: a command's own size)."""
+        return PoolSettings(
+            max_size=max_size or self.database_pool_size,
+            min_size=self.database_pool_min_size,
+            connect_timeout_s=self.database_connect_timeout_s,
+            statement_timeout_s=self.database_statement_timeout_s,
+            idle_lifetime_s=self.database_idle_lifetime_s,
+        )
 
     @property
     def local_mode(self) -> bool:
@@ -263,7 +287,7 @@ _POSITIVE_FIELDS = (
     "max_metadata_bytes", "max_batch_items", "max_ports_per_hello", "max_inflight_frames",
     "max_outbox_bytes",
     "writer_batch_entries", "writer_block_ms", "writer_claim_idle_ms", "presence_ttl_s",
-    "durable_timeout_s", "session_state_ttl_s",
+    "durable_timeout_s", "session_state_ttl_s", "database_connect_timeout_s",
 )  # fmt: skip
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _LOG_FORMATS = ("text", "json")
@@ -283,6 +307,10 @@ def _range_problems(settings: Settings) -> typing.Iterator[tuple[str, str]]:
             yield f.name, "must be greater than 0"
         elif value < 0:
             yield f.name, "must not be negative"
+    if settings.database_pool_min_size > settings.database_pool_size:
+        yield "database_pool_min_size", (
+            f"is more than GATEWAY_DATABASE_POOL_SIZE={settings.database_pool_size}"
+        )
     if not _is_host(settings.host):
         yield "host", "is not an IP address or a host name"
     if settings.log_level not in _LOG_LEVELS:

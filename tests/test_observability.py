@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 
+import asyncpg
 import httpx
+import pytest
 
 from gateway.settings import Settings
 from tests.conftest import RunningGateway, drained, request, run_gateway, send
@@ -88,3 +91,50 @@ async def test_metrics_count_frames_acks_errors_and_writes(settings: Settings) -
     assert _sample(text, "gateway_connections") == 1
     assert _sample(text, "gateway_buffer_entries") == 0
     assert 0 <= _sample(text, "gateway_db_pool_in_use") <= slow_everything.database_pool_size
+
+
+async def _metric(http: httpx.AsyncClient, name: str) -> float:
+    return _sample((await http.get("/metrics")).text, name)
+
+
+async def _until_metric(http: httpx.AsyncClient, name: str, value: float) -> None:
+    """Wait (bounded) until /metrics reports `value` for `name`: asyncpg closes an idle
+    connection from a timer of its own and announces nothing, so the pool's size is polled."""
+    deadline = time.monotonic() + 15
+    while (seen := await _metric(http, name)) != value:
+        assert time.monotonic() < deadline, f"{name} stayed {seen}, not {value}"
+        await asyncio.sleep(0.05)
+
+
+async def test_the_pool_follows_its_settings_and_reports_size_waiters_and_waits(
+    settings: Settings,
+) -> None:
+    """The pool keeps its minimum open, closes idle connections above it after the idle
+    lifetime, has PostgreSQL cancel statements over the statement timeout, and /metrics
+    reports its size, the tasks waiting for a connection and how long acquisitions took."""
+    pooled = replace(
+        settings,
+        database_pool_size=2,
+        database_pool_min_size=1,
+        database_statement_timeout_s=0.3,
+        database_idle_lifetime_s=0.5,
+    )
+    async with run_gateway(pooled) as running, httpx.AsyncClient(base_url=running.http_url) as http:
+        pool = running.gateway.pool
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await pool.execute("SELECT pg_sleep(5)")
+        first, second = await pool.acquire(), await pool.acquire()
+        try:
+            assert await _metric(http, "gateway_db_pool_size") == 2
+            assert await _metric(http, "gateway_db_pool_in_use") == 2
+            before = await _metric(http, "gateway_db_pool_acquire_seconds_count")
+            third = asyncio.create_task(pool.fetchval("SELECT 1"))
+            # The scrape's round trip lets the task run into the pool's empty queue.
+            assert await _metric(http, "gateway_db_pool_waiting") == 1
+        finally:
+            await pool.release(first)
+            await pool.release(second)
+        assert await asyncio.wait_for(third, 15) == 1
+        assert await _metric(http, "gateway_db_pool_waiting") == 0
+        assert await _metric(http, "gateway_db_pool_acquire_seconds_count") == before + 1
+        await _until_metric(http, "gateway_db_pool_size", 1)  # idle past its lifetime

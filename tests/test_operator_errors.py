@@ -57,6 +57,16 @@ def one_error_line(err: str) -> str:
         (["serve"], {"GATEWAY_MAX_BATCH_ITEMS": "0"}, "GATEWAY_MAX_BATCH_ITEMS=0 must be"),
         (["serve"], {"GATEWAY_METRICS_ADDRESS": "nowhere"}, "GATEWAY_METRICS_ADDRESS='nowhere'"),
         (["serve"], {"GATEWAY_AUTH_SECRET": "short"}, "GATEWAY_AUTH_SECRET must be at least 32"),
+        (
+            ["serve"],
+            {"GATEWAY_DATABASE_POOL_MIN_SIZE": "20"},
+            "GATEWAY_DATABASE_POOL_MIN_SIZE=20 is more than GATEWAY_DATABASE_POOL_SIZE=10",
+        ),
+        (
+            ["serve"],
+            {"GATEWAY_DATABASE_CONNECT_TIMEOUT_S": "0"},
+            "GATEWAY_DATABASE_CONNECT_TIMEOUT_S=0.0 must be greater than 0",
+        ),
         (["reindex", "--batch", "0"], {}, "--batch=0 must be at least 1"),
         (["archive", "--older-than", "soon"], {}, "--older-than: 'soon' is not a duration"),
         (["token", "--user", "a"], {}, "set GATEWAY_AUTH_SECRET"),
