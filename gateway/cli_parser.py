@@ -102,12 +102,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     mig = command(
         "migrate",
-        "apply pending SQL migrations in order, under a lock",
+        "apply pending SQL migrations in order, or go up or down to a version, under a lock",
         "Apply the numbered SQL migrations not yet applied, in order, under an advisory lock,"
-        " checking the checksums of those already applied.",
+        " checking the checksums of those already applied. With --to N, go up or down to"
+        " version N instead: undo the applied migrations above N with their down files"
+        " (NNNN_name.down.sql), newest first, then apply the pending ones up to N. A down file"
+        " whose first line is `-- loses data: ...` runs only with --allow-data-loss; without"
+        " it nothing is changed. Stop the gateways before going down: serve applies every"
+        " pending migration when it starts.",
         _MAINTENANCE_EPILOG,
     )
-    mig.add_argument("--status", action="store_true", help="list migrations, apply nothing")
+    mig_mode = mig.add_mutually_exclusive_group()
+    mig_mode.add_argument(
+        "--status", action="store_true",
+        help="list migrations, when each was applied, and whether its down file keeps data,"
+        " loses data or is missing; apply nothing",
+    )  # fmt: skip
+    mig_mode.add_argument(
+        "--to", type=int, metavar="N",
+        help="go up or down to version N; 0 undoes every migration (default: apply all pending,"
+        " never go down)",
+    )  # fmt: skip
+    mig.add_argument(
+        "--allow-data-loss", action="store_true",
+        help="with --to: also run the down files that lose data (default: refuse, changing"
+        " nothing)",
+    )  # fmt: skip
 
     verify = command(
         "verify-counts",

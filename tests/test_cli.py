@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
 from storage import migrate
+from tests.conftest import migrated_database
 from tests.processes import (
     CHAT_GATEWAY,
     alive,
@@ -270,7 +271,7 @@ _COMMON_FLAGS = ["--database-url", "--redis-url", "--data-dir", "--log-level"]
         ),
         (("serve",), [*_COMMON_FLAGS, "--host", "--port", "--workers", "--no-writer"]),
         (("writer",), _COMMON_FLAGS),
-        (("migrate",), [*_COMMON_FLAGS, "--status"]),
+        (("migrate",), [*_COMMON_FLAGS, "--status", "--to", "--allow-data-loss"]),
         (("verify-counts",), [*_COMMON_FLAGS, "--fix"]),
         (("archive",), [*_COMMON_FLAGS, "--older-than", "--batch"]),
         (("reindex",), [*_COMMON_FLAGS, "--batch"]),
@@ -307,6 +308,66 @@ async def test_migrate_on_a_migrated_database_applies_nothing(
     assert out.strip() == "nothing to apply"
     assert "started for this command" not in err
     assert not default_data(workdir).exists()
+
+
+async def test_migrate_to_goes_down_and_up(workdir: Path, server_database_url: str) -> None:
+    """migrate --to N refuses a data-losing down without --allow-data-loss, goes down with it,
+    --status shows the result and the down files, and --to the newest goes back up."""
+    newest = migrate.discover()[-1]
+    async with migrated_database(server_database_url, "cg_cli_migrate") as url:
+        env = command_env(GATEWAY_DATABASE_URL=url)
+        code, out, err = await run_command("migrate", "--to", "5", cwd=workdir, env=env)
+        assert code == 1, err
+        assert "0007_port_labels.down.sql" in err and "--allow-data-loss" in err, err
+        assert out == ""
+        code, out, err = await run_command(
+            "migrate", "--to", "5", "--allow-data-loss", cwd=workdir, env=env
+        )
+        assert code == 0, err
+        assert out.splitlines() == [
+            "reverted 0007_port_labels.sql",
+            "reverted 0006_session_preview.sql",
+            "at version 5: reverted 2, applied 0",
+        ]
+        code, out, err = await run_command("migrate", "--status", cwd=workdir, env=env)
+        assert code == 0, err
+        rows = {line.split()[0]: line for line in out.splitlines()}
+        assert "down file" in rows["migration"]
+        assert rows["0001"].split()[2:4] == ["loses", "data"], out
+        assert rows["0005"].split()[2:4] == ["keeps", "data"], out
+        assert rows["0005"].split()[-1] != "pending", out
+        assert rows["0006"].split()[-1] == rows["0007"].split()[-1] == "pending", out
+        code, out, err = await run_command(
+            "migrate", "--to", str(newest.version), cwd=workdir, env=env
+        )
+        assert code == 0, err
+        assert out.splitlines()[:2] == [
+            "applied 0006_session_preview.sql",
+            "applied 0007_port_labels.sql",
+        ]
+    assert not default_data(workdir).exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--to", "9999"), "--to: cannot migrate to version 9999: the newest migration is"),
+        (("--to", "-1"), "--to: cannot migrate to version -1: versions are 0 or more"),
+        (("--allow-data-loss",), "--allow-data-loss goes with --to N"),
+        (("--to", "1", "--status"), "not allowed with argument"),
+    ],
+)
+async def test_migrate_to_bad_flags_are_refused(
+    workdir: Path, database_url: str, args: tuple[str, ...], expected: str
+) -> None:
+    """A --to outside the versions, --allow-data-loss alone or --to with --status exits 2
+    with one line, before any server is used."""
+    code, _, err = await run_command(
+        "migrate", *args, cwd=workdir, env=command_env(GATEWAY_DATABASE_URL=database_url)
+    )
+    assert code == 2, err
+    assert expected in err, err
+    assert "database:" not in err
 
 
 async def _searched(base_url: str, q: str) -> list[dict[str, object]]:
