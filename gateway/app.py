@@ -28,7 +28,7 @@ from gateway.auth import TokenVerifier, authenticate
 from gateway.context import Gateway
 from gateway.errors import CloseCode, GatewayError, Unauthorized
 from gateway.guard import Allowed, Guard
-from gateway.http import api, openapi, search_api, ui_routes
+from gateway.http import api, health_api, openapi, search_api, ui_routes
 from gateway.lifecycle import SessionLifecycle
 from gateway.local_token import AUTO, COOKIE_NAME, load_or_create_local_token
 from gateway.logs import configure_logging
@@ -84,6 +84,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             *api.routes,
             *search_api.routes,
+            *health_api.routes,
             *openapi.routes,
             WebSocketRoute("/ws", websocket_endpoint),
             *ui_routes.routes,
@@ -115,7 +116,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         max_batch_items=settings.max_batch_items,
         max_ports_per_hello=settings.max_ports_per_hello,
     )
-    metrics = Metrics(settings.slow_query_s)
+    metrics = Metrics(settings.slow_query_s, settings.very_slow_query_s)
     pool = await create_pool(
         settings.database_url,
         settings.pool_settings(),

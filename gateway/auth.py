@@ -10,7 +10,9 @@ Token mode has three sources of trust, one at a time:
   JWKS document (fetched off the event loop, cached for five minutes).
 
 Claims: `sub` is the user id, `exp` is required; `aud` and `iss` are checked when
-`GATEWAY_AUTH_AUDIENCE` / `GATEWAY_AUTH_ISSUER` are set. PyJWT does the checking: the
+`GATEWAY_AUTH_AUDIENCE` / `GATEWAY_AUTH_ISSUER` are set; `admin: true` makes the user an
+operator (the database health report), as does naming them in `GATEWAY_ADMIN_USERS`. In
+local mode the local user is the operator: the machine is theirs. PyJWT does the checking: the
 algorithm list is pinned per mode, so a token cannot pick `none` or turn the public key
 into an HMAC secret. Without any of the three the gateway is in local single-user mode.
 """
@@ -26,7 +28,7 @@ from typing import Any
 
 import jwt
 
-from gateway.errors import Unauthorized
+from gateway.errors import Forbidden, Unauthorized
 from gateway.local_token import token_matches
 from gateway.settings import Settings
 
@@ -57,8 +59,10 @@ def issue_token(
     now: float | None = None,
     audience: str = "",
     issuer: str = "",
+    admin: bool = False,
 ) -> str:
-    """An HS256 token for `user_id`, valid `ttl_s` seconds (`aud`/`iss` when given)."""
+    """An HS256 token for `user_id`, valid `ttl_s` seconds (`aud`/`iss` when given; the
+    `admin` claim when `admin`)."""
     check_secret(secret)
     if ttl_s <= 0:
         raise ValueError("the lifetime must be more than 0 seconds")
@@ -70,7 +74,17 @@ def issue_token(
         claims["aud"] = audience
     if issuer:
         claims["iss"] = issuer
+    if admin:
+        claims["admin"] = True
     return jwt.encode(claims, secret, algorithm="HS256")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a token speaks for, and whether its `admin` claim is true."""
+
+    user_id: str
+    admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,10 @@ class TokenVerifier:
 
     async def user_of(self, token: str, *, now: float | None = None) -> str:
         """The token's user id, or `Unauthorized` saying what is wrong with it."""
+        return (await self.identity_of(token, now=now)).user_id
+
+    async def identity_of(self, token: str, *, now: float | None = None) -> Identity:
+        """The token's user and admin claim, or `Unauthorized` saying what is wrong."""
         key = self.key
         if self.jwks is not None:
             try:
@@ -111,10 +129,14 @@ class TokenVerifier:
             except (jwt.PyJWKClientError, jwt.DecodeError) as exc:
                 raise Unauthorized(f"invalid token: {exc}") from None
             key = found.key
-        return self.check(token, key, now=now)
+        return self.identity(token, key, now=now)
 
     def check(self, token: str, key: Any, *, now: float | None = None) -> str:
-        """The user id of `token` checked with `key`. `now` (tests) replaces the clock for
+        """The user id of `token` checked with `key`."""
+        return self.identity(token, key, now=now).user_id
+
+    def identity(self, token: str, key: Any, *, now: float | None = None) -> Identity:
+        """The identity of `token` checked with `key`. `now` (tests) replaces the clock for
         `exp`, which PyJWT otherwise checks against the current time."""
         options: dict[str, Any] = {
             "require": ["exp", "sub"],
@@ -149,7 +171,7 @@ class TokenVerifier:
             raise Unauthorized(
                 f"the token's sub must be a user id of 1 to {MAX_USER_CHARS} characters"
             )
-        return user_id
+        return Identity(user_id, claims.get("admin") is True)
 
 
 def check_secret(secret: str) -> None:
@@ -199,6 +221,29 @@ async def authenticate(
     if token is None:
         raise Unauthorized("a token is required: Authorization: Bearer <token> or ?token=")
     return await verifier.user_of(token)
+
+
+async def authenticate_operator(
+    settings: Settings,
+    verifier: TokenVerifier | None,
+    authorization: str | None,
+    query_token: str | None,
+    cookie_token: str | None = None,
+) -> str:
+    """The user of a request that needs an operator (see the module docstring); `Forbidden`
+    for any other user."""
+    if verifier is None:
+        return await authenticate(settings, None, authorization, query_token, cookie_token)
+    token = bearer_token(authorization, query_token)
+    if token is None:
+        raise Unauthorized("a token is required: Authorization: Bearer <token> or ?token=")
+    identity = await verifier.identity_of(token)
+    if identity.admin or identity.user_id in settings.admin_user_ids:
+        return identity.user_id
+    raise Forbidden(
+        "this needs an operator: a token with the admin claim (chat-gateway token --admin),"
+        " or a user named in GATEWAY_ADMIN_USERS"
+    )
 
 
 def _public_key(value: str) -> Any:

@@ -1,6 +1,6 @@
 """The `chat-gateway` command line: serve, writer, migrate, verify-counts, archive, reindex,
-token. Its grammar and help pages are gateway/cli_parser.py; which servers each command uses
-is gateway/servers.py.
+token, db-health (gateway/cli_health.py). Its grammar and help pages are
+gateway/cli_parser.py; which servers each command uses is gateway/servers.py.
 
 Every setting is checked before anything starts: a bad flag, variable or URL, a port in use,
 or a folder another serve runs on is one line naming it, and exit status 2.
@@ -29,7 +29,7 @@ import prometheus_client
 import redis.asyncio as aioredis
 import uvicorn
 
-from gateway import VERSION, loadtest
+from gateway import VERSION, cli_health, loadtest
 from gateway.app import create_app
 from gateway.auth import TokenVerifier, issue_token, parse_duration
 from gateway.cli_parser import build_parser
@@ -207,7 +207,7 @@ async def _run_writer(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    metrics = Metrics(settings.slow_query_s)
+    metrics = Metrics(settings.slow_query_s, settings.very_slow_query_s)
     # The writer's connection and the indexer's, plus one for a catch-up the indexer starts.
     pool = await create_pool(
         settings.database_url,
@@ -405,6 +405,7 @@ def _token(settings: Settings, args: argparse.Namespace, given: Labels) -> None:
                 ttl,
                 audience=settings.auth_audience,
                 issuer=settings.auth_issuer,
+                admin=args.admin,
             )
         )
     except ValueError as exc:
@@ -477,6 +478,7 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace, Labels], None]] = {
     "archive": _archive,
     "reindex": _reindex,
     "token": _token,
+    "db-health": cli_health.run,
 }
 
 

@@ -12,7 +12,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from gateway import VERSION
+from gateway import VERSION, cli_health
 from gateway.settings import Settings, platform_data_dir
 
 _SERVE_EPILOG = """\
@@ -221,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--user", required=True, help="the user id the token speaks for")
     token.add_argument("--ttl", default="1d", help="lifetime, like 30m, 12h or 7d (default 1d)")
+    token.add_argument(
+        "--admin", action="store_true",
+        help="with the admin claim: the user is an operator (the database health report)"
+        " (default: a plain user)",
+    )  # fmt: skip
+    cli_health.add_parser(command, _MAINTENANCE_EPILOG)
     return parser
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncpg
 import redis.asyncio as aioredis
 
 from gateway.lifecycle import SessionLifecycle
@@ -16,6 +15,7 @@ from gateway.ws.ingest import Ingestor
 from gateway.ws.live import LiveContext
 from gateway.ws.presence import Presence
 from gateway.ws.protocol import Limits
+from storage.db import MeteredPool
 from storage.indexer import Indexer
 from storage.keys import Keys
 from storage.writer import BatchWriter
@@ -24,7 +24,7 @@ from storage.writer import BatchWriter
 @dataclass(frozen=True, slots=True)
 class Gateway:
     settings: Settings
-    pool: asyncpg.Pool
+    pool: MeteredPool
     redis: aioredis.Redis
     keys: Keys
     limits: Limits

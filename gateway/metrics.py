@@ -25,6 +25,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Summary,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -135,13 +136,14 @@ class CounterByLabel(Collector):
 
 
 class Metrics:
-    def __init__(self, slow_query_s: float) -> None:
+    def __init__(self, slow_query_s: float, very_slow_query_s: float = 5.0) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self._shared = SharedStateCollector()
         r.register(self._shared)
         self._sources: Sources | None = None
         self.slow_query_s = slow_query_s
+        self.very_slow_query_s = very_slow_query_s
         self.frames_in = CounterByLabel(
             "gateway_frames_in", "Client frames received, by type", "type", r
         )
@@ -173,8 +175,20 @@ class Metrics:
             "Age of the oldest index entry of the last search-index batch when it was committed",
             registry=r,
         )
+        # Every query's duration: _count and _sum give the count and the mean (no quantiles:
+        # a Summary's are per process and cannot be aggregated; the tiers below can).
+        self.query_seconds = Summary(
+            "gateway_db_query_seconds", "PostgreSQL queries and their duration", registry=r
+        )
         self.slow_queries = Counter(
-            "gateway_db_slow_queries", "Queries slower than the slow-query threshold", registry=r
+            "gateway_db_slow_queries",
+            "Queries slower than GATEWAY_SLOW_QUERY_S (logged as warnings)",
+            registry=r,
+        )
+        self.very_slow_queries = Counter(
+            "gateway_db_very_slow_queries",
+            "Queries slower than GATEWAY_VERY_SLOW_QUERY_S (logged as errors; also counted slow)",
+            registry=r,
         )
         self.pool_acquire_seconds = Histogram(
             "gateway_db_pool_acquire_seconds",
@@ -198,11 +212,19 @@ class Metrics:
         self.pool_acquire_seconds.observe(seconds)
 
     def observe_query(self, record: Any) -> None:
-        """asyncpg query logger: count and log queries over the threshold."""
-        if record.elapsed >= self.slow_query_s:
+        """asyncpg query logger: count every query and its time; count and log the slow and
+        the very slow ones."""
+        elapsed = record.elapsed
+        self.query_seconds.observe(elapsed)
+        if elapsed >= self.slow_query_s:
             self.slow_queries.inc()
+            very_slow = elapsed >= self.very_slow_query_s
+            if very_slow:
+                self.very_slow_queries.inc()
             query = " ".join(record.query.split())
-            log.warning("slow query (%.3f s): %.300s", record.elapsed, query)
+            level = logging.ERROR if very_slow else logging.WARNING
+            log.log(level, "%s query (%.3f s): %.300s", "very slow" if very_slow else "slow",
+                    elapsed, query)  # fmt: skip
 
     def watch(self, sources: Sources) -> None:
         """Report the shared-state gauges of `sources` from now on (the pool and Redis exist

@@ -62,6 +62,9 @@ class Settings:
     auth_audience: str = ""
     auth_issuer: str = ""
     local_user: str = "me"
+    # Token mode: users who are operators (the database health report) without the `admin`
+    # claim in their tokens, comma-separated. Empty: only tokens with that claim.
+    admin_users: str = ""
     # Local mode only. Empty: any process that reaches the port is `local_user`, which on a
     # shared machine means every account. `auto`: requests must carry the token kept in
     # `<data_dir>/local-token` (created 0600 on first start; `serve --local-token`) as a
@@ -162,8 +165,11 @@ class Settings:
     # only (one worker; the public /metrics is then 404); `off`, nowhere. See
     # gateway/metrics_listener.py.
     metrics_address: str = ""
-    # Queries slower than this are counted in /metrics and logged.
+    # Queries slower than this are counted in /metrics and logged as warnings; slower than
+    # the second, counted apart too and logged as errors (every query's count and mean time
+    # are in /metrics as well).
     slow_query_s: float = 0.5
+    very_slow_query_s: float = 5.0
     # /readyz answers 503 when the oldest unwritten ingest entry is older than this.
     ready_max_writer_lag_s: float = 30.0
     # `text` (human) or `json` (one object per line, for log shippers).
@@ -213,6 +219,11 @@ class Settings:
             statement_timeout_s=self.database_statement_timeout_s,
             idle_lifetime_s=self.database_idle_lifetime_s,
         )
+
+    @property
+    def admin_user_ids(self) -> frozenset[str]:
+        """`admin_users` as a set of user ids."""
+        return frozenset(u.strip() for u in self.admin_users.split(",") if u.strip())
 
     @property
     def local_mode(self) -> bool:

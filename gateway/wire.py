@@ -26,7 +26,7 @@ from msgspec import UNSET, UnsetType
 from gateway.errors import ErrorCode
 
 if TYPE_CHECKING:  # only converted from: this module needs no storage code to load
-    from storage import messages, search, sessions, stats
+    from storage import health, messages, search, sessions, stats
 
 # ---- the vocabulary both directions and both paths share ---------------------------------
 
@@ -227,6 +227,73 @@ class SearchResults(_Body):
     ] = []
 
 
+class PoolState(_Body):
+    """This gateway process's PostgreSQL pool."""
+
+    size: Count
+    in_use: Count
+    idle: Count
+    waiting: Annotated[int, msgspec.Meta(ge=0, description="Tasks waiting for a connection.")]
+    min_size: Count
+    max_size: Count
+
+
+class TableSize(_Body):
+    name: str
+    bytes: Annotated[int, msgspec.Meta(description="With its TOAST data and indexes.")]
+    index_bytes: int
+    rows_estimate: Annotated[int, msgspec.Meta(description="The planner's; -1: not analyzed.")]
+
+
+class IndexUsage(_Body):
+    name: str
+    table: str
+    bytes: int
+    scans: Annotated[int, msgspec.Meta(description="Since the server's statistics reset.")]
+    enforces: Annotated[
+        bool, msgspec.Meta(description="A primary key, unique or exclusion constraint.")
+    ]
+
+
+class SlowStatement(_Body):
+    query: Annotated[str, msgspec.Meta(description="Normalized: constants are $1, $2, ...")]
+    calls: int
+    total_ms: float
+    mean_ms: float
+    max_ms: float
+    rows: int
+
+
+class DatabaseHealth(_Body):
+    database: str
+    bytes: int
+    cache_hit_ratio: Annotated[
+        float | None, msgspec.Meta(description="Blocks read from shared buffers; null: none read.")
+    ]
+    tables: Annotated[list[TableSize], msgspec.Meta(description="The largest first.")]
+    indexes: Annotated[list[IndexUsage], msgspec.Meta(description="The largest first.")]
+    unused_indexes: Annotated[
+        list[IndexUsage], msgspec.Meta(description="Never scanned and enforcing nothing.")
+    ]
+    connections: Annotated[
+        dict[str, int], msgspec.Meta(description="The server's connections to this database.")
+    ]
+    pool: Annotated[
+        PoolState | None, msgspec.Meta(description="This gateway process's; null from the CLI.")
+    ]
+    statements: Annotated[
+        list[SlowStatement], msgspec.Meta(description="The slowest on average first.")
+    ]
+    statements_unavailable: Annotated[
+        str | None, msgspec.Meta(description="Why there are no statements, when so.")
+    ]
+
+
+class StatementsReset(_Body):
+    reset: bool
+    reason: str | None
+
+
 class SessionCounts(_Body):
     active: Count
     archived: Count
@@ -343,6 +410,8 @@ BODIES: tuple[type[msgspec.Struct], ...] = (
     PortLabel,
     SearchResults,
     Stats,
+    DatabaseHealth,
+    StatementsReset,
 )
 
 _encoder = msgspec.json.Encoder()
@@ -432,6 +501,27 @@ def search_result(hit: search.Hit) -> SearchResult:
 
 def session_match(hit: search.SessionHit) -> SessionMatch:
     return SessionMatch(session(hit.session), hit.name, hit.highlights)
+
+
+def database_health(report: health.DatabaseHealth, pool: PoolState | None) -> DatabaseHealth:
+    def index(i: health.Index) -> IndexUsage:
+        return IndexUsage(i.name, i.table, i.bytes, i.scans, i.enforces)
+
+    return DatabaseHealth(
+        report.database,
+        report.bytes,
+        report.cache_hit_ratio,
+        [TableSize(t.name, t.bytes, t.index_bytes, t.rows_estimate) for t in report.tables],
+        [index(i) for i in report.indexes],
+        [index(i) for i in report.unused_indexes],
+        report.connections,
+        pool,
+        [
+            SlowStatement(s.query, s.calls, s.total_ms, s.mean_ms, s.max_ms, s.rows)
+            for s in report.statements
+        ],
+        report.statements_unavailable,
+    )
 
 
 def stats_body(counts: stats.Stats) -> Stats:

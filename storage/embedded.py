@@ -167,6 +167,8 @@ def postgres_server(
         "-c", "fsync=on",  # `durable: true` promises survive a power cut
         "-c", "max_connections=200",
         "-c", f"shared_buffers={shared_buffers}",
+        # Statement statistics for `chat-gateway db-health` (storage/health.py).
+        "-c", "shared_preload_libraries=pg_stat_statements",
     ]  # fmt: skip
     return ServerProcess(
         "PostgreSQL",

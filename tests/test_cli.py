@@ -267,7 +267,10 @@ _COMMON_FLAGS = ["--database-url", "--redis-url", "--data-dir", "--log-level"]
     [
         (
             (),
-            ["serve", "writer", "migrate", "verify-counts", "archive", "reindex", "token"],
+            [
+                "serve", "writer", "migrate", "verify-counts", "archive", "reindex", "token",
+                "db-health",
+            ],
         ),
         (("serve",), [*_COMMON_FLAGS, "--host", "--port", "--workers", "--no-writer"]),
         (("writer",), _COMMON_FLAGS),
@@ -275,7 +278,8 @@ _COMMON_FLAGS = ["--database-url", "--redis-url", "--data-dir", "--log-level"]
         (("verify-counts",), [*_COMMON_FLAGS, "--fix"]),
         (("archive",), [*_COMMON_FLAGS, "--older-than", "--batch"]),
         (("reindex",), [*_COMMON_FLAGS, "--batch"]),
-        (("token",), ["--user", "--ttl"]),
+        (("token",), ["--user", "--ttl", "--admin"]),
+        (("db-health",), [*_COMMON_FLAGS, "--top", "--json", "--reset-statements"]),
     ],
     ids=[
         "chat-gateway",
@@ -286,6 +290,7 @@ _COMMON_FLAGS = ["--database-url", "--redis-url", "--data-dir", "--log-level"]
         "archive",
         "reindex",
         "token",
+        "db-health",
     ],
 )
 async def test_help(workdir: Path, args: tuple[str, ...], expected: list[str]) -> None:

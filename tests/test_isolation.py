@@ -541,6 +541,17 @@ async def label_port(w: World) -> None:
     assert {p["port"]: p["label"] for p in alice_ports}[PORT] == f"{w.mark} label"
 
 
+def _operators_only(method: str, path: str) -> Case:
+    async def case(w: World) -> None:
+        response = await w.http.request(method, path, headers=w.bob)
+        assert response.status_code == 403 and not w.leaked(response.text), response.text
+        assert response.json()["error"]["code"] == "forbidden"
+
+    case.__name__ = "operators_only"
+    case.__doc__ = f"`{method} {path}` as B, who is no operator, is a 403 holding nothing of A's."
+    return case
+
+
 async def port_messages(w: World) -> None:
     """`GET /api/ports/{port}/messages` of A's ports as B holds none of A's messages, whether
     buffered or persisted; B's own message on A's port is listed alone."""
@@ -619,6 +630,10 @@ HTTP_CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/ports/{port}/messages"): port_messages,
     ("GET", "/api/search"): search,
     ("GET", "/api/stats"): get_stats,
+    ("GET", "/api/health/database"): _operators_only("GET", "/api/health/database"),
+    ("POST", "/api/health/database/statements/reset"): _operators_only(
+        "POST", "/api/health/database/statements/reset"
+    ),
     ("GET", "/healthz"): _public("/healthz"),
     ("GET", "/readyz"): _public("/readyz"),
     ("GET", "/metrics"): _public("/metrics"),

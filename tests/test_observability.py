@@ -52,9 +52,9 @@ def _sample(text: str, name: str, labels: str = "") -> float:
 
 async def test_metrics_count_frames_acks_errors_and_writes(settings: Settings) -> None:
     """/metrics counts frames in and out by type, acks, errors by code, writer batches and
-    rows, rows indexed for search, slow queries, and reports connections, the buffer, the
-    search backlog and the pool."""
-    slow_everything = replace(settings, slow_query_s=0.0)
+    rows, rows indexed for search, queries with their time and the slow and very slow ones,
+    and reports connections, the buffer, the search backlog and the pool."""
+    slow_everything = replace(settings, slow_query_s=0.0, very_slow_query_s=0.0)
     async with run_gateway(slow_everything) as running, running.connect() as ws:
         for i in range(3):
             await request(ws, {"type": "message", "port": 9501, "content": f"m{i}"})
@@ -87,7 +87,10 @@ async def test_metrics_count_frames_acks_errors_and_writes(settings: Settings) -
     assert [r["seq"] for r in found] == [1, 2, 3]
     assert _sample(text, "gateway_search_backlog") == 0
     assert _sample(text, "gateway_search_lag_seconds") >= 0
-    assert _sample(text, "gateway_db_slow_queries_total") > 0
+    slow = _sample(text, "gateway_db_slow_queries_total")
+    assert slow > 0 and _sample(text, "gateway_db_very_slow_queries_total") == slow
+    assert _sample(text, "gateway_db_query_seconds_count") == slow  # every query is slow here
+    assert _sample(text, "gateway_db_query_seconds_sum") > 0
     assert _sample(text, "gateway_connections") == 1
     assert _sample(text, "gateway_buffer_entries") == 0
     assert 0 <= _sample(text, "gateway_db_pool_in_use") <= slow_everything.database_pool_size

@@ -116,7 +116,7 @@ def sample(operation: Operation) -> Case[Operation]:
     }
     if operation.path == "/api/search":
         kwargs["query"] = {"q": "hello"}
-    if operation.method in {"post", "patch"}:
+    if operation.method in {"post", "patch"} and len(operation.body) > 0:  # takes a body
         kwargs["body"] = {"port": 9222} if operation.method == "post" else {}
     return operation.Case(**kwargs)
 

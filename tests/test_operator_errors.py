@@ -233,7 +233,10 @@ async def test_shared_options_go_before_or_after_the_command(
 
 @pytest.mark.parametrize(
     "command",
-    ["serve", "writer", "migrate", "verify-counts", "archive", "reindex", "token", "loadtest"],
+    [
+        "serve", "writer", "migrate", "verify-counts", "archive", "reindex", "token", "loadtest",
+        "db-health",
+    ],
 )
 async def test_each_command_help_describes_it_and_shows_defaults(
     workdir: Path,  # noqa: F811

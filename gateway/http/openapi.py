@@ -95,12 +95,17 @@ RESPONSES: dict[str, Schema] = {
     "NotFound": _json_body(
         _ref("Error"), "No such session, or another user's: the two are indistinguishable."
     ),
+    "Forbidden": _json_body(
+        _ref("Error"),
+        "Operators only: in token mode, a token with the `admin` claim or a user named in"
+        " GATEWAY_ADMIN_USERS.",
+    ),
 }
 
 
 def _answers(ok_status: str, ok: Schema, *errors: str) -> dict[str, Any]:
     """An operation's responses: the success one and the shared error responses named."""
-    codes = {"BadRequest": "400", "Unauthorized": "401", "NotFound": "404"}
+    codes = {"BadRequest": "400", "Unauthorized": "401", "Forbidden": "403", "NotFound": "404"}
     answers: dict[str, Any] = {ok_status: ok}
     for name in errors:
         answers[codes[name]] = {"$ref": f"#/components/responses/{name}"}
@@ -342,6 +347,35 @@ def _paths() -> dict[str, Any]:
                     _json_body(_ref("SearchResults"), "Best match first."),
                     "BadRequest",
                     "Unauthorized",
+                ),
+            }
+        },
+        "/api/health/database": {
+            "get": {
+                "summary": "The database's health, for operators: size, largest tables and"
+                " indexes, index use, cache hit ratio, connections, this process's pool, and"
+                " the slowest statements (pg_stat_statements)",
+                "operationId": "databaseHealth",
+                "responses": _answers(
+                    "200",
+                    _json_body(_ref("DatabaseHealth"), "The report."),
+                    "Unauthorized",
+                    "Forbidden",
+                ),
+            }
+        },
+        "/api/health/database/statements/reset": {
+            "post": {
+                "summary": "Forget this database's statement statistics, for operators",
+                "operationId": "resetStatements",
+                "responses": _answers(
+                    "200",
+                    _json_body(
+                        _ref("StatementsReset"),
+                        "Whether they were reset, and why not when they were not.",
+                    ),
+                    "Unauthorized",
+                    "Forbidden",
                 ),
             }
         },
