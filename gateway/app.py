@@ -28,7 +28,15 @@ from gateway.auth import TokenVerifier, authenticate
 from gateway.context import Gateway
 from gateway.errors import CloseCode, GatewayError, Unauthorized
 from gateway.guard import Allowed, Guard
-from gateway.http import api, health_api, openapi, search_api, ui_routes
+from gateway.http import (
+    api,
+    health_api,
+    openapi,
+    search_api,
+    seed_aliases,
+    send_api,
+    ui_routes,
+)
 from gateway.lifecycle import SessionLifecycle
 from gateway.local_token import AUTO, COOKIE_NAME, load_or_create_local_token
 from gateway.logs import configure_logging
@@ -82,9 +90,11 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=[
+            *seed_aliases.routes,  # first: `/api/sessions/search` is no session id
             *api.routes,
             *search_api.routes,
             *health_api.routes,
+            *send_api.routes,
             *openapi.routes,
             WebSocketRoute("/ws", websocket_endpoint),
             *ui_routes.routes,

@@ -68,6 +68,8 @@ def _bucket(rate: float, burst_s: float) -> TokenBucket | None:
 class _User:
     connections: int = 0
     bucket: TokenBucket | None = None
+    # Every HTTP send of the user's, as one connection would (HTTP sends hold no connection).
+    http: TokenBucket | None = None
 
 
 @dataclass
@@ -110,8 +112,20 @@ class RateLimits:
 
     def connection_closed(self, user_id: str, user: _User) -> None:
         user.connections -= 1
-        if user.connections <= 0:
+        if user.connections <= 0 and user.http is None:
             self._users.pop(user_id, None)
+
+    def check_http_messages(self, user_id: str, count: int) -> None:
+        """Take `count` messages sent over HTTP from the user's HTTP bucket (the per-connection
+        rate: all of a user's HTTP sends are one "connection") and from the user's bucket, or
+        raise `RateLimited` with when to retry. The user's entry stays while they send over
+        HTTP: one per user who ever did, in this process."""
+        user = self._users.get(user_id)
+        if user is None:
+            user = self._users[user_id] = _User(bucket=_bucket(self.per_user_rate, self.burst_s))
+        if user.http is None:
+            user.http = _bucket(self.per_connection_rate, self.burst_s)
+        ConnectionLimits(self, user_id, user, user.http).check_messages(count, over_http=True)
 
 
 class ConnectionLimits:
@@ -128,13 +142,14 @@ class ConnectionLimits:
         self._bucket = bucket
         self._closed = False
 
-    def check_messages(self, count: int) -> None:
+    def check_messages(self, count: int, *, over_http: bool = False) -> None:
         """Take `count` messages from the connection's and the user's buckets, or raise
         `RateLimited` with when to retry (nothing taken from either then)."""
         own, users = self._bucket, self._user.bucket
         if own is not None and (wait := own.take(count)):
+            where = "over HTTP" if over_http else "on this connection"
             raise RateLimited(
-                f"more than {own.rate:g} messages/s on this connection"
+                f"more than {own.rate:g} messages/s {where}"
                 " (GATEWAY_RATE_LIMIT_CONNECTION_MSGS_S); nothing was stored",
                 retry_after_ms=wait,
             )

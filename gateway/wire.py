@@ -82,6 +82,10 @@ class _Body(msgspec.Struct, forbid_unknown_fields=True):
 class ErrorDetail(_Body):
     code: ErrorCode
     message: str
+    details: Annotated[
+        dict[str, Any] | UnsetType,
+        msgspec.Meta(description="More, for some codes: `retry_after_ms` for a try-again-later."),
+    ] = UNSET
 
 
 class Error(_Body):
@@ -421,8 +425,8 @@ def encode(body: msgspec.Struct) -> bytes:
     return _encoder.encode(body)
 
 
-def error(code: ErrorCode, message: str) -> Error:
-    return Error(ErrorDetail(code, message))
+def error(code: ErrorCode, message: str, details: dict[str, Any] | None = None) -> Error:
+    return Error(ErrorDetail(code, message, UNSET if details is None else details))
 
 
 def session(s: sessions.Session) -> Session:

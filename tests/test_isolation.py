@@ -541,6 +541,50 @@ async def label_port(w: World) -> None:
     assert {p["port"]: p["label"] for p in alice_ports}[PORT] == f"{w.mark} label"
 
 
+async def send_to_session(w: World) -> None:
+    """`POST /api/sessions/{id}/messages` naming A's sessions answers as for a missing
+    session, whatever the body, and stores nothing in them."""
+    before = await _alice_state(w)
+    for body in ({"content": "bob's words"}, {"messages": [{"content": "x"}]}, {"role": 7}):
+        await _like_missing(w, "POST", "/api/sessions/{session_id}/messages", json=body)
+    await drained(w.running)
+    assert await _alice_state(w) == before
+
+
+async def send_to_port(w: World) -> None:
+    """`POST /api/ports/{port}/messages` on A's port as B stores B's message in B's own
+    session: the ack holds nothing of A's, and A's sessions are unchanged."""
+    before = await _alice_state(w)
+    response = await w.http.post(
+        f"/api/ports/{PORT}/messages", json={"content": "bob over http"}, headers=w.bob
+    )
+    assert response.status_code == 200 and not w.leaked(response.json()), response.text
+    assert response.json()["session_id"] not in w.sessions.values()
+    await drained(w.running)
+    assert await _alice_state(w) == before
+
+
+def _changes_like_missing(method: str, path: str) -> Case:
+    async def case(w: World) -> None:
+        before = await _alice_state(w)
+        await _like_missing(w, method, path)
+        assert await _alice_state(w) == before
+
+    case.__name__ = "changes_like_missing"
+    case.__doc__ = f"`{method} {path}` of A's sessions answers as for a missing one, no change."
+    return case
+
+
+async def sessions_search(w: World) -> None:
+    """`GET /api/sessions/search` (the seed's alias of /api/search) as B finds nothing of A's,
+    for A's words and A's mark."""
+    await searchable(w.running)
+    for params in ({"q": w.word}, {"q": w.mark}, {"q": w.word, "port": str(PORT)}):
+        body = (await w.http.get("/api/sessions/search", params=params, headers=w.bob)).json()
+        assert not w.leaked(body), params
+        assert body["results"] == [] and body["sessions"] == [], params
+
+
 def _operators_only(method: str, path: str) -> Case:
     async def case(w: World) -> None:
         response = await w.http.request(method, path, headers=w.bob)
@@ -630,6 +674,18 @@ HTTP_CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/ports/{port}/messages"): port_messages,
     ("GET", "/api/search"): search,
     ("GET", "/api/stats"): get_stats,
+    ("POST", "/api/ports/{port}/messages"): send_to_port,
+    ("POST", "/api/sessions/{session_id}/messages"): send_to_session,
+    ("POST", "/api/sessions/{session_id}/archive"): _changes_like_missing(
+        "POST", "/api/sessions/{session_id}/archive"
+    ),
+    ("POST", "/api/sessions/{session_id}/pin"): _changes_like_missing(
+        "POST", "/api/sessions/{session_id}/pin"
+    ),
+    ("DELETE", "/api/sessions/{session_id}/pin"): _changes_like_missing(
+        "DELETE", "/api/sessions/{session_id}/pin"
+    ),
+    ("GET", "/api/sessions/search"): sessions_search,
     ("GET", "/api/health/database"): _operators_only("GET", "/api/health/database"),
     ("POST", "/api/health/database/statements/reset"): _operators_only(
         "POST", "/api/health/database/statements/reset"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import re
 import time
 import uuid
@@ -54,10 +55,17 @@ def error_body(code: ErrorCode, message: str) -> wire.Error:
 
 
 async def gateway_error(request: Request, exc: Exception) -> Response:
+    """The error's body (with its details: `retry_after_ms` for a try-again-later, also as
+    `Retry-After` in whole seconds) and status."""
     assert isinstance(exc, GatewayError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else {}
+    retry_ms = (exc.details or {}).get("retry_after_ms")
+    if isinstance(retry_ms, int):
+        headers["Retry-After"] = str(max(1, math.ceil(retry_ms / 1000)))
     return WireResponse(
-        error_body(exc.code, exc.message), status_code=exc.http_status, headers=headers
+        wire.error(exc.code, exc.message, exc.details),
+        status_code=exc.http_status,
+        headers=headers or None,
     )
 
 

@@ -29,6 +29,7 @@ from gateway.http.search_api import DEFAULT_RESULTS as DEFAULT_SEARCH_RESULTS
 from gateway.http.search_api import MAX_QUERY_CHARS as MAX_SEARCH_QUERY_CHARS
 from gateway.http.search_api import MAX_SEARCH_RESULTS
 from gateway.wire import MAX_TITLE_CHARS
+from gateway.ws.client_frames import ExtractedFrame, MessageFrame
 
 JSON = "application/json"
 MAX_PORT = wire.MAX_PORT
@@ -78,8 +79,25 @@ def _generated() -> dict[str, Schema]:
 
 
 # Every body comes from its Struct: the request bodies are decoded by theirs too.
+def _sent() -> dict[str, Schema]:
+    """The bodies of the HTTP sends (gateway/http/send_api.py): a `message` frame and an
+    `extracted` frame less `type` and `port`, from the frames' own Structs."""
+    _, components = msgspec.json.schema_components(
+        (MessageFrame, ExtractedFrame), ref_template="#/components/schemas/{name}"
+    )
+    for frame, name in (("MessageFrame", "SendMessage"), ("ExtractedFrame", "SendBatch")):
+        schema = components.pop(frame)
+        for field in ("type", "port"):
+            schema["properties"].pop(field)
+        schema["required"] = [f for f in schema["required"] if f not in ("type", "port")]
+        schema["title"] = name
+        components[name] = schema
+    return components
+
+
 SCHEMAS: dict[str, Schema] = {
     **_generated(),
+    **_sent(),
 }
 
 
@@ -120,6 +138,61 @@ SESSION_ID: Schema = {
     "schema": UUID,
 }
 PUBLIC: list[Schema] = []  # operations anyone may call, in any mode
+
+
+SEND_BODY: Schema = {
+    "required": True,
+    "content": {
+        JSON: {"schema": {"oneOf": [_ref("SendMessage"), _ref("SendBatch")]}},
+    },
+}
+
+
+def _send_answers() -> dict[str, Any]:
+    """A send's answers: the ack's body, or the frame errors' statuses."""
+    answers = _answers(
+        "200",
+        _json_body(
+            {
+                "type": "object",
+                "properties": {
+                    "session_id": UUID,
+                    "port": PORT,
+                    "durability": {"enum": ["buffered", "persisted"]},
+                    "results": {"type": "array", "items": {"type": "object"}},
+                },
+                "required": ["session_id", "port", "durability", "results"],
+            },
+            "The `ack`'s body: each message's id, seq and whether it was a duplicate or an"
+            " edit, and whether the messages are buffered or persisted.",
+        ),
+        "BadRequest",
+        "Unauthorized",
+    )
+    for status, what in (
+        ("413", "Over GATEWAY_MAX_FRAME_BYTES, or a content over GATEWAY_MAX_CONTENT_BYTES."),
+        ("429", "Past a rate limit: `details.retry_after_ms`, and `Retry-After`."),
+        ("503", "Overloaded or storage down: `details.retry_after_ms`, and `Retry-After`."),
+    ):
+        answers[status] = _json_body(_ref("Error"), what)
+    return answers
+
+
+_SEARCH_PARAMETERS: list[Schema] = [
+    _query(
+        "q",
+        {
+            "type": "string",
+            "maxLength": MAX_SEARCH_QUERY_CHARS,
+            # Something besides whitespace, and no NUL.
+            "pattern": "^[^\\x00]*[^\\s\\x00][^\\x00]*$",
+        },
+        'Words in websearch syntax (`"a phrase"`, `or`, `-not`).',
+        required=True,
+    ),
+    _query("port", PORT, "Only this port's messages."),
+    _page_limit(MAX_SEARCH_RESULTS, DEFAULT_SEARCH_RESULTS),
+]
 
 
 def _paths() -> dict[str, Any]:
@@ -219,6 +292,15 @@ def _paths() -> dict[str, Any]:
             }
         },
         "/api/ports/{port}/messages": {
+            "post": {
+                "summary": "Send messages to the port's active session (made if it has none),"
+                " as a WebSocket `message` or `extracted` frame would: same validation, dedup by"
+                " client id, edits, limits and ack levels (`durable`)",
+                "operationId": "sendToPort",
+                "parameters": [{"name": "port", "in": "path", "required": True, "schema": PORT}],
+                "requestBody": SEND_BODY,
+                "responses": _send_answers(),
+            },
             "get": {
                 "summary": "A port's newest messages across its sessions, newest first",
                 "operationId": "listPortMessages",
@@ -298,6 +380,16 @@ def _paths() -> dict[str, Any]:
         },
         "/api/sessions/{session_id}/messages": {
             "parameters": [SESSION_ID],
+            "post": {
+                "summary": "Send messages to this session, while it is its port's active one"
+                " (an archived one is a 400), as to its port",
+                "operationId": "sendToSession",
+                "requestBody": SEND_BODY,
+                "responses": {
+                    **_send_answers(),
+                    "404": {"$ref": "#/components/responses/NotFound"},
+                },
+            },
             "get": {
                 "summary": "A session's messages in seq order",
                 "operationId": "listMessages",
@@ -327,21 +419,7 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "Full-text search over the user's messages, ranked",
                 "operationId": "search",
-                "parameters": [
-                    _query(
-                        "q",
-                        {
-                            "type": "string",
-                            "maxLength": MAX_SEARCH_QUERY_CHARS,
-                            # Something besides whitespace, and no NUL.
-                            "pattern": "^[^\\x00]*[^\\s\\x00][^\\x00]*$",
-                        },
-                        'Words in websearch syntax (`"a phrase"`, `or`, `-not`).',
-                        required=True,
-                    ),
-                    _query("port", PORT, "Only this port's messages."),
-                    _page_limit(MAX_SEARCH_RESULTS, DEFAULT_SEARCH_RESULTS),
-                ],
+                "parameters": _SEARCH_PARAMETERS,
                 "responses": _answers(
                     "200",
                     _json_body(_ref("SearchResults"), "Best match first."),
@@ -349,6 +427,40 @@ def _paths() -> dict[str, Any]:
                     "Unauthorized",
                 ),
             }
+        },
+        "/api/sessions/search": {
+            "get": {
+                "summary": "The seed's alias of /api/search: the same parameters and answer",
+                "operationId": "searchAlias",
+                "parameters": _SEARCH_PARAMETERS,
+                "responses": _answers(
+                    "200",
+                    _json_body(_ref("SearchResults"), "Best match first."),
+                    "BadRequest",
+                    "Unauthorized",
+                ),
+            }
+        },
+        "/api/sessions/{session_id}/archive": {
+            "parameters": [SESSION_ID],
+            "post": {
+                "summary": 'The seed\'s alias of PATCH {"status": "archived"}',
+                "operationId": "archiveSession",
+                "responses": _answers("200", session_ok, "Unauthorized", "NotFound"),
+            },
+        },
+        "/api/sessions/{session_id}/pin": {
+            "parameters": [SESSION_ID],
+            "post": {
+                "summary": 'The seed\'s alias of PATCH {"pinned": true}',
+                "operationId": "pinSession",
+                "responses": _answers("200", session_ok, "Unauthorized", "NotFound"),
+            },
+            "delete": {
+                "summary": 'PATCH {"pinned": false}, as the pin\'s removal',
+                "operationId": "unpinSession",
+                "responses": _answers("200", session_ok, "Unauthorized", "NotFound"),
+            },
         },
         "/api/health/database": {
             "get": {
