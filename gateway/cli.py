@@ -29,7 +29,7 @@ import prometheus_client
 import redis.asyncio as aioredis
 import uvicorn
 
-from gateway import VERSION, cli_health, loadtest
+from gateway import VERSION, cli_health, cli_purge, loadtest
 from gateway.app import create_app
 from gateway.auth import TokenVerifier, issue_token, parse_duration
 from gateway.cli_parser import build_parser
@@ -304,9 +304,12 @@ def _verify_counts(settings: Settings, args: argparse.Namespace, given: Labels) 
         print(f"session {session_id}: message_count {kept}, real {real}")
     for user_id, what, kept, real in drift.user_counts[:20]:
         print(f"user {user_id}: {what} {kept}, real {real}")
+    for what, kept, real in drift.total_counts:
+        print(f"global total {what}: {kept}, real {real}")
     print(
         f"checked {drift.sessions_checked} sessions: {len(drift.session_counts)} session"
         f" counters and {len(drift.user_counts)} user counters drifted"
+        + (f", and {len(drift.total_counts)} global totals" if drift.total_counts else "")
         + (" (fixed)" if args.fix and not drift.clean else "")
     )
     if not drift.clean and not args.fix:
@@ -479,6 +482,7 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace, Labels], None]] = {
     "reindex": _reindex,
     "token": _token,
     "db-health": cli_health.run,
+    "purge": cli_purge.run,
 }
 
 

@@ -12,7 +12,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from gateway import VERSION, cli_health
+from gateway import VERSION, cli_health, cli_purge
 from gateway.settings import Settings, platform_data_dir
 
 _SERVE_EPILOG = """\
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         " (default: a plain user)",
     )  # fmt: skip
     cli_health.add_parser(command, _MAINTENANCE_EPILOG)
+    cli_purge.add_parser(command, _MAINTENANCE_EPILOG)
     return parser
 
 

@@ -293,6 +293,14 @@ class DatabaseHealth(_Body):
     ]
 
 
+class GlobalTotals(_Body):
+    """Everyone's counters (operators only)."""
+
+    users: Annotated[int, msgspec.Meta(ge=0, description="Users who have had a session.")]
+    sessions: SessionCounts
+    messages: Count
+
+
 class StatementsReset(_Body):
     reset: bool
     reason: str | None
@@ -416,6 +424,7 @@ BODIES: tuple[type[msgspec.Struct], ...] = (
     Stats,
     DatabaseHealth,
     StatementsReset,
+    GlobalTotals,
 )
 
 _encoder = msgspec.json.Encoder()
@@ -526,6 +535,12 @@ def database_health(report: health.DatabaseHealth, pool: PoolState | None) -> Da
         ],
         report.statements_unavailable,
     )
+
+
+def global_totals(totals: stats.Totals) -> GlobalTotals:
+    active, archived = totals.sessions_active, totals.sessions_archived
+    sessions = SessionCounts(active, archived, active + archived)
+    return GlobalTotals(totals.users, sessions, totals.messages)
 
 
 def stats_body(counts: stats.Stats) -> Stats:

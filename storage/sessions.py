@@ -356,3 +356,30 @@ async def archive_inactive(conn: Connection, cutoff: datetime, limit: int) -> li
         limit,
     )
     return [session_from(r) for r in records]
+
+
+_PURGE = """
+WITH doomed AS (
+    SELECT id FROM sessions WHERE status = 'deleted' AND deleted_at < $1
+     ORDER BY deleted_at LIMIT $2 FOR UPDATE SKIP LOCKED
+), search_rows AS (
+    DELETE FROM message_search s USING doomed d WHERE s.session_id = d.id
+), message_rows AS (
+    DELETE FROM messages m USING doomed d WHERE m.session_id = d.id RETURNING 1
+), session_rows AS (
+    DELETE FROM sessions s USING doomed d WHERE s.id = d.id RETURNING 1
+)
+SELECT (SELECT count(*) FROM session_rows) AS sessions,
+       (SELECT count(*) FROM message_rows) AS messages
+"""
+
+
+async def purge_deleted(conn: Connection, cutoff: datetime, limit: int) -> tuple[int, int]:
+    """Remove up to `limit` sessions soft-deleted before `cutoff`, with their messages and
+    search rows, in one statement; returns (sessions, messages) removed. Call it until it
+    removes no session: short transactions beside live traffic (the partial index
+    `sessions_deleted` finds them). The counters need nothing: a deleted session's messages
+    were taken off its user's when it was deleted."""
+    record = await conn.fetchrow(_PURGE, cutoff, limit)
+    assert record is not None
+    return int(record["sessions"]), int(record["messages"])

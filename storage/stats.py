@@ -1,14 +1,17 @@
 """Counters: read in constant time, recomputed on demand to find (and repair) drift.
 
-The counters are `sessions.message_count` (kept by the writer) and `user_stats` (sessions by
-a trigger, messages by the writer; see sql/0002_stats.sql). `verify` recomputes both from
-the rows, in chunks of sessions so a large table shows progress and holds no long lock.
+The counters are `sessions.message_count` (kept by the writer), `user_stats` (sessions by
+a trigger, messages by the writer; see sql/0002_stats.sql) and `global_stats`, the totals
+over every user, which follow `user_stats` by a trigger (sql/0008_global_stats.sql). `verify`
+recomputes them from the rows, in chunks of sessions so a large table shows progress and
+holds no long lock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from storage.db import Connection
 
@@ -31,6 +34,31 @@ async def read(conn: Connection, user_id: str) -> Stats:
     return Stats(**dict(record)) if record else Stats(0, 0, 0)
 
 
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Everyone's counters: users (who have had a session), sessions, messages."""
+
+    users: int
+    sessions_active: int
+    sessions_archived: int
+    messages: int
+
+
+_TOTALS = (
+    "SELECT coalesce(sum(users), 0) AS users,"
+    " coalesce(sum(sessions_active), 0) AS sessions_active,"
+    " coalesce(sum(sessions_archived), 0) AS sessions_archived,"
+    " coalesce(sum(messages), 0) AS messages FROM global_stats"
+)
+
+
+async def totals(conn: Connection) -> Totals:
+    """The global totals: a sum over the 16 rows of `global_stats`, whatever the table sizes."""
+    record = await conn.fetchrow(_TOTALS)
+    assert record is not None
+    return Totals(**{k: int(v) for k, v in dict(record).items()})
+
+
 @dataclass(slots=True)
 class Drift:
     """What `verify` found wrong (and repaired, with fix=True)."""
@@ -38,10 +66,11 @@ class Drift:
     sessions_checked: int = 0
     session_counts: list[tuple[str, int, int]] = field(default_factory=list)  # id, kept, real
     user_counts: list[tuple[str, str, int, int]] = field(default_factory=list)  # user, what, ..
+    total_counts: list[tuple[str, int, int]] = field(default_factory=list)  # what, kept, real
 
     @property
     def clean(self) -> bool:
-        return not self.session_counts and not self.user_counts
+        return not self.session_counts and not self.user_counts and not self.total_counts
 
 
 async def verify(
@@ -108,4 +137,41 @@ async def verify(
             [r["sessions_archived"] for r in fixed],
             [r["messages"] for r in fixed],
         )
+    # A user is a row of user_stats (one is made with their first session, and stays after
+    # their sessions are purged) or, where one is missing, someone with sessions.
+    users = len(set(kept) | {r["user_id"] for r in real_users})
+    await _verify_totals(conn, real_users, users, drift, fix=fix)
     return drift
+
+
+async def _verify_totals(
+    conn: Connection, real_users: list[Any], users: int, drift: Drift, *, fix: bool
+) -> None:
+    """Compare the global totals with the real per-user counts (after their repair, so a
+    fixed user counter that moved the totals by its trigger is not reported twice); with
+    `fix`, put the real totals in one row and zero the others."""
+    kept = await totals(conn)
+    real = Totals(
+        users=users,
+        sessions_active=sum(r["sessions_active"] for r in real_users),
+        sessions_archived=sum(r["sessions_archived"] for r in real_users),
+        messages=sum(r["messages"] for r in real_users),
+    )
+    for what in ("users", "sessions_active", "sessions_archived", "messages"):
+        if getattr(kept, what) != getattr(real, what):
+            drift.total_counts.append((what, getattr(kept, what), getattr(real, what)))
+    if fix and drift.total_counts:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE global_stats IN EXCLUSIVE MODE")
+            await conn.execute(
+                "UPDATE global_stats SET users = 0, sessions_active = 0, sessions_archived = 0,"
+                " messages = 0"
+            )
+            await conn.execute(
+                "UPDATE global_stats SET users = $1, sessions_active = $2,"
+                " sessions_archived = $3, messages = $4 WHERE shard = 0",
+                real.users,
+                real.sessions_active,
+                real.sessions_archived,
+                real.messages,
+            )

@@ -269,7 +269,7 @@ _COMMON_FLAGS = ["--database-url", "--redis-url", "--data-dir", "--log-level"]
             (),
             [
                 "serve", "writer", "migrate", "verify-counts", "archive", "reindex", "token",
-                "db-health",
+                "db-health", "backup", "restore", "purge",
             ],
         ),
         (("serve",), [*_COMMON_FLAGS, "--host", "--port", "--workers", "--no-writer"]),
@@ -280,6 +280,9 @@ _COMMON_FLAGS = ["--database-url", "--redis-url", "--data-dir", "--log-level"]
         (("reindex",), [*_COMMON_FLAGS, "--batch"]),
         (("token",), ["--user", "--ttl", "--admin"]),
         (("db-health",), [*_COMMON_FLAGS, "--top", "--json", "--reset-statements"]),
+        (("backup",), [*_COMMON_FLAGS, "--output"]),
+        (("restore",), [*_COMMON_FLAGS, "--yes", "FILE"]),
+        (("purge",), [*_COMMON_FLAGS, "--deleted-older-than", "--batch"]),
     ],
     ids=[
         "chat-gateway",
@@ -291,6 +294,9 @@ _COMMON_FLAGS = ["--database-url", "--redis-url", "--data-dir", "--log-level"]
         "reindex",
         "token",
         "db-health",
+        "backup",
+        "restore",
+        "purge",
     ],
 )
 async def test_help(workdir: Path, args: tuple[str, ...], expected: list[str]) -> None:
@@ -330,9 +336,10 @@ async def test_migrate_to_goes_down_and_up(workdir: Path, server_database_url: s
         )
         assert code == 0, err
         assert out.splitlines() == [
+            "reverted 0008_global_stats.sql",
             "reverted 0007_port_labels.sql",
             "reverted 0006_session_preview.sql",
-            "at version 5: reverted 2, applied 0",
+            "at version 5: reverted 3, applied 0",
         ]
         code, out, err = await run_command("migrate", "--status", cwd=workdir, env=env)
         assert code == 0, err

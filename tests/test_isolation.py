@@ -687,6 +687,7 @@ HTTP_CASES: dict[tuple[str, str], Case] = {
     ),
     ("GET", "/api/sessions/search"): sessions_search,
     ("GET", "/api/health/database"): _operators_only("GET", "/api/health/database"),
+    ("GET", "/api/stats/global"): _operators_only("GET", "/api/stats/global"),
     ("POST", "/api/health/database/statements/reset"): _operators_only(
         "POST", "/api/health/database/statements/reset"
     ),

@@ -290,6 +290,7 @@ _SHIPPED_EFFECTS = {
     5: DownEffect.KEEPS_DATA,  # a generated column
     6: DownEffect.KEEPS_DATA,  # previews, recomputed by 0006's backfill
     7: DownEffect.LOSES_DATA,  # port labels
+    8: DownEffect.KEEPS_DATA,  # global totals, summed again by 0008's backfill
 }
 
 # The public schema as pg_catalog describes it. Columns are numbered by rank, not attnum: a

@@ -235,7 +235,7 @@ async def test_shared_options_go_before_or_after_the_command(
     "command",
     [
         "serve", "writer", "migrate", "verify-counts", "archive", "reindex", "token", "loadtest",
-        "db-health",
+        "db-health", "purge",
     ],
 )
 async def test_each_command_help_describes_it_and_shows_defaults(
@@ -251,7 +251,10 @@ async def test_each_command_help_describes_it_and_shows_defaults(
     options = re.findall(r"^  (--[a-z-]+)[^\n]*\n((?:^ {6,}[^\n]*\n)*)", out, re.MULTILINE)
     for flag, _ in options:
         entry = out[out.index(f"  {flag}") :].split("\n  -", 1)[0]
-        if flag in ("--help", "--status", "--fix", "--user", "--older-than", "--json"):
+        if flag in (
+            "--help", "--status", "--fix", "--user", "--older-than", "--json",
+            "--deleted-older-than",
+        ):  # fmt: skip
             continue  # switches and required values have no default to show
         assert "default" in " ".join(entry.split()), f"{flag} shows no default:\n{out}"
 

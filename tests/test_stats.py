@@ -13,7 +13,7 @@ import orjson
 import pytest
 from asyncpg.connection import LoggedQuery
 
-from storage import stats
+from storage import search, stats
 from storage.ids import new_id
 from tests.conftest import RunningGateway, drained, migrated_database, receive, request
 from tests.processes import command_env, run_command
@@ -23,7 +23,9 @@ async def test_stats_follow_every_change(
     gateway: RunningGateway, http: httpx.AsyncClient, db: asyncpg.Pool
 ) -> None:
     """Messages, rotations, archive, unarchive and delete keep the counters equal to a
-    recount of the rows."""
+    recount of the rows, and the global totals move as the user's do."""
+    mine_before = (await http.get("/api/stats")).json()
+    global_before = (await http.get("/api/stats/global")).json()
     async with gateway.connect() as ide:
         for port in (9400, 9401):
             for i in range(5):
@@ -58,6 +60,15 @@ async def test_stats_follow_every_change(
         "messages": messages,
     }
     assert body["messages"] == 11 and body["sessions"] == {"active": 1, "archived": 2, "total": 3}
+    global_after = (await http.get("/api/stats/global")).json()
+    assert global_after["users"] == global_before["users"] + (mine_before["messages"] == 0)
+    assert global_after["messages"] - global_before["messages"] == (
+        body["messages"] - mine_before["messages"]
+    )
+    for what in ("active", "archived"):
+        assert global_after["sessions"][what] - global_before["sessions"][what] == (
+            body["sessions"][what] - mine_before["sessions"][what]
+        )
 
 
 async def test_stats_read_no_table_but_the_counters(db: asyncpg.Pool) -> None:
@@ -134,14 +145,24 @@ async def test_verify_counts_reports_and_fixes_drift(fresh_database: str) -> Non
         assert code == 1, out
         assert f"session {session_id}: message_count 0, real 3" in out
         assert "user u1: messages 0, real 3" in out
+        assert "global total messages: 0, real 3" in out  # the totals follow user_stats
         code, out = await _cli("verify-counts", "--fix", database_url=fresh_database)
         assert code == 0 and "(fixed)" in out, out
         assert (
             await conn.fetchval("SELECT message_count FROM sessions WHERE id = $1", session_id) == 3
         )
         assert await conn.fetchval("SELECT messages FROM user_stats WHERE user_id = 'u1'") == 3
+        assert await stats.totals(conn) == stats.Totals(1, 1, 0, 3)
+        # The totals alone drifted (written behind the trigger's back): reported and fixed.
+        await conn.execute("UPDATE global_stats SET users = users + 5 WHERE shard = 3")
+        code, out = await _cli("verify-counts", database_url=fresh_database)
+        assert code == 1 and "global total users: 6, real 1" in out, out
+        code, out = await _cli("verify-counts", "--fix", database_url=fresh_database)
+        assert code == 0 and "(fixed)" in out, out
+        assert await stats.totals(conn) == stats.Totals(1, 1, 0, 3)
         code, out = await _cli("verify-counts", database_url=fresh_database)
         assert code == 0 and "0 session counters and 0 user counters drifted" in out, out
+        assert "global" not in out
     finally:
         await conn.close()
 
@@ -182,3 +203,55 @@ async def test_archive_command_archives_inactive_sessions(
     assert statuses[old["session_id"]] == "archived"
     assert statuses[pinned["session_id"]] == "active"
     assert statuses[recent["session_id"]] == "active"
+
+
+async def test_purge_removes_only_sessions_deleted_long_enough_ago(fresh_database: str) -> None:
+    """`purge --deleted-older-than 30d` removes the sessions deleted more than 30 days ago,
+    with their messages and search rows, a batch at a time, and nothing else; a bad age is
+    one line, exit 2."""
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        ids = {name: new_id() for name in ("old", "recent", "kept", "older")}
+        for name, status, deleted_days in [
+            ("old", "deleted", 40), ("older", "deleted", 90), ("recent", "deleted", 1),
+            ("kept", "archived", None),
+        ]:  # fmt: skip
+            await conn.execute(
+                "INSERT INTO sessions (id, user_id, port, ide_type, status, deleted_at)"
+                " VALUES ($1, 'u1', 9222, 'cursor', $2,"
+                " now() - make_interval(days => $3::int))",
+                ids[name], status, deleted_days,
+            )  # fmt: skip
+            for seq in (1, 2):
+                await conn.execute(
+                    "INSERT INTO messages (session_id, seq, id, user_id, port, dedup_key, role,"
+                    " content, content_type, source, created_at) VALUES ($1, $2, $3, 'u1',"
+                    " 9222, $4, 'user', 'numbat words', 'text', 'user_input', now())",
+                    ids[name], seq, new_id(), uuid.uuid4(),
+                )  # fmt: skip
+        await search.index_keys(conn, [(str(i), seq) for i in ids.values() for seq in (1, 2)])
+        code, out = await _cli(
+            "purge", "--deleted-older-than", "30d", "--batch", "1", database_url=fresh_database
+        )
+        assert code == 0 and "purged 2 session(s) and 4 message(s)" in out, out
+        left = {
+            r["id"]: (r["messages"], r["search_rows"])
+            for r in await conn.fetch(
+                "SELECT s.id, (SELECT count(*) FROM messages m WHERE m.session_id = s.id)"
+                " AS messages, (SELECT count(*) FROM message_search x"
+                " WHERE x.session_id = s.id) AS search_rows FROM sessions s"
+            )
+        }
+        assert left == {ids["recent"]: (2, 2), ids["kept"]: (2, 2)}
+        for table in ("messages", "message_search"):
+            gone = await conn.fetchval(
+                f"SELECT count(*) FROM {table} WHERE session_id = ANY($1::uuid[])",
+                [ids["old"], ids["older"]],
+            )
+            assert gone == 0, table
+        code, out = await _cli("purge", "--deleted-older-than", "30d", database_url=fresh_database)
+        assert code == 0 and "purged 0 session(s)" in out, out
+        code, out = await _cli("purge", "--deleted-older-than", "soon", database_url=fresh_database)
+        assert code == 2 and "--deleted-older-than: 'soon' is not a duration" in out, out
+    finally:
+        await conn.close()

@@ -1,5 +1,6 @@
-"""The database health report, for operators: `GET /api/health/database` and
-`POST /api/health/database/statements/reset`.
+"""What operators may read of the whole deployment: the database health report
+(`GET /api/health/database`, `POST /api/health/database/statements/reset`) and the global
+totals (`GET /api/stats/global`: users, sessions and messages over everyone, in constant time).
 
 An operator is the local user in local mode, else a user whose token has the `admin` claim
 or who is named in `GATEWAY_ADMIN_USERS` (gateway/auth.py); anyone else gets 403. The report
@@ -16,7 +17,7 @@ from gateway import wire
 from gateway.auth import authenticate_operator
 from gateway.http.api import WireResponse, _gateway
 from gateway.local_token import COOKIE_NAME
-from storage import health
+from storage import health, stats
 from storage.db import MeteredPool
 
 
@@ -55,7 +56,16 @@ async def reset_statements(request: Request) -> Response:
     return WireResponse(wire.StatementsReset(problem is None, problem))
 
 
+async def global_totals(request: Request) -> Response:
+    """Users, sessions and messages over every user, from the global counters."""
+    await _operator(request)
+    async with _gateway(request).pool.acquire() as conn:
+        totals = await stats.totals(conn)
+    return WireResponse(wire.global_totals(totals))
+
+
 routes = [
+    Route("/api/stats/global", global_totals, methods=["GET"]),
     Route("/api/health/database", database_health, methods=["GET"]),
     Route("/api/health/database/statements/reset", reset_statements, methods=["POST"]),
 ]

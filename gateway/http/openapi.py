@@ -462,6 +462,19 @@ def _paths() -> dict[str, Any]:
                 "responses": _answers("200", session_ok, "Unauthorized", "NotFound"),
             },
         },
+        "/api/stats/global": {
+            "get": {
+                "summary": "Users, sessions and messages over every user, for operators,"
+                " read in constant time",
+                "operationId": "globalTotals",
+                "responses": _answers(
+                    "200",
+                    _json_body(_ref("GlobalTotals"), "The totals."),
+                    "Unauthorized",
+                    "Forbidden",
+                ),
+            }
+        },
         "/api/health/database": {
             "get": {
                 "summary": "The database's health, for operators: size, largest tables and"
