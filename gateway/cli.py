@@ -33,6 +33,7 @@ from gateway import VERSION, cli_health, cli_purge, loadtest
 from gateway.app import create_app
 from gateway.auth import TokenVerifier, issue_token, parse_duration
 from gateway.cli_parser import build_parser
+from gateway.cli_transfer import HANDLERS as TRANSFER_HANDLERS
 from gateway.lifecycle import SessionLifecycle
 from gateway.local_token import AUTO, load_or_create_local_token
 from gateway.logs import configure_logging
@@ -480,6 +481,7 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace, Labels], None]] = {
     "verify-counts": _verify_counts,
     "archive": _archive,
     "reindex": _reindex,
+    **TRANSFER_HANDLERS,
     "token": _token,
     "db-health": cli_health.run,
     "purge": cli_purge.run,

@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 from gateway import VERSION, cli_health, cli_purge
+from gateway.cli_transfer import add_commands as add_transfer_commands
 from gateway.settings import Settings, platform_data_dir
 
 _SERVE_EPILOG = """\
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.add_argument(
         "--batch", type=int, default=5_000, help="messages scanned per statement (default 5000)"
     )
+    add_transfer_commands(command, _MAINTENANCE_EPILOG)
 
     load = command(
         "loadtest",

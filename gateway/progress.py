@@ -8,7 +8,8 @@ filling it with carriage returns.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import Protocol
 
 from rich.console import Console
 from rich.progress import (
@@ -23,8 +24,14 @@ from rich.progress import (
 )
 
 
+class Done(Protocol):
+    def __call__(self, done: int, total: int | None = None) -> None:
+        """Set how many are done, and the new total if it changed (the import learns how
+        many chats a file holds only once it has read it)."""
+
+
 @contextlib.contextmanager
-def progress_bar(what: str, total: int | None) -> Iterator[Callable[[int], None]]:
+def progress_bar(what: str, total: int | None) -> Iterator[Done]:
     """A bar for `total` items (None: a spinner with the count); yields `done(n)`, which
     sets how many are done. The bar is left on screen at its last value."""
     count = TextColumn("{task.description}: {task.completed}")
@@ -34,4 +41,4 @@ def progress_bar(what: str, total: int | None) -> Iterator[Callable[[int], None]
         columns += [TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=Console(stderr=True)) as progress:
         task = progress.add_task(what, total=total)
-        yield lambda done: progress.update(task, completed=done)
+        yield lambda done, total=None: progress.update(task, completed=done, total=total)

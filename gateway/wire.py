@@ -61,7 +61,10 @@ def ide_type_for_port(port: int) -> str:
 # Storage hands over plain `str` for these: the type stays str, the schema names the values.
 RoleText = Annotated[str, msgspec.Meta(extra_json_schema={"enum": sorted(ROLES)})]
 ContentTypeText = Annotated[str, msgspec.Meta(extra_json_schema={"enum": sorted(CONTENT_TYPES)})]
-SourceText = Annotated[str, msgspec.Meta(extra_json_schema={"enum": sorted(SOURCES)})]
+# What a stored message's `source` may be: what clients send, and `import` for the messages
+# `chat-gateway import` wrote (storage/transfer.py: never sent by a client).
+STORED_SOURCES: frozenset[str] = SOURCES | {"import"}
+SourceText = Annotated[str, msgspec.Meta(extra_json_schema={"enum": sorted(STORED_SOURCES)})]
 
 PortNumber = Annotated[int, msgspec.Meta(ge=1, le=MAX_PORT)]
 Count = Annotated[int, msgspec.Meta(ge=0)]

@@ -13,10 +13,12 @@ none (both atomic scripts): the same argument holds across all of the port's ses
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
@@ -123,6 +125,27 @@ async def session_messages(
     if backwards:
         page.reverse()
     return Page(page, has_more=len(seqs) > limit)
+
+
+async def session_pages(
+    pool: asyncpg.Pool, redis: aioredis.Redis, keys: Keys, session_id: uuid.UUID, page: int
+) -> AsyncIterator[list[Message]]:
+    """Every message of the session in seq order, `page` at a time (keyset on seq, each page
+    as `session_messages` reads it), a pooled connection held for the read of a page only:
+    the export and the import's --verify walk sessions of any length with one page in
+    memory. Pages are separate snapshots: a message edited meanwhile may come in either
+    version."""
+    after = 0
+    while True:
+        async with pool.acquire() as conn:
+            found = await session_messages(
+                conn, redis, keys, session_id, after_seq=after, limit=page
+            )
+        if found.messages:
+            yield found.messages
+        if not found.has_more or not found.messages:
+            return
+        after = found.messages[-1].seq
 
 
 _PORT_PENDING = script("port_pending.lua")

@@ -438,7 +438,9 @@ _STAGING = (
     " (LIKE messages INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
 _LOCK_SESSIONS = "SELECT 1 FROM sessions WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
-_COUNTERS = f"""
+# The session counters of rows just written, one array element per session: the writer's and
+# the import's (storage/transfer.py), so both keep them by the same rules.
+COUNTERS = f"""
 UPDATE sessions s
    SET message_count = s.message_count + c.n,
        last_message_at = greatest(s.last_message_at, c.last_at),
@@ -457,7 +459,7 @@ UPDATE sessions s
  WHERE s.id = c.id
 RETURNING {", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))}
 """
-_USER_MESSAGES = """
+USER_MESSAGES = """
 INSERT INTO user_stats AS u (user_id, messages)
 SELECT * FROM unnest($1::text[], $2::bigint[])
 ON CONFLICT (user_id) DO UPDATE SET messages = u.messages + excluded.messages
@@ -542,7 +544,7 @@ async def _update_counters(
         # sessions then queue instead of deadlocking.
         await conn.execute(_LOCK_SESSIONS, ids)
         records = await conn.fetch(
-            _COUNTERS,
+            COUNTERS,
             ids,
             [per_session[i][0] for i in ids],
             [per_session[i][1] for i in ids],
@@ -558,7 +560,7 @@ async def _update_counters(
                 per_user[session.user_id] = per_user.get(session.user_id, 0) + count
         if per_user:
             users = sorted(per_user)  # one lock order for every writer
-            await conn.execute(_USER_MESSAGES, users, [per_user[u] for u in users])
+            await conn.execute(USER_MESSAGES, users, [per_user[u] for u in users])
         return changed
     return []
 

@@ -268,7 +268,7 @@ def _metadata_json(raw: msgspec.Raw | msgspec.UnsetType, name: str, limits: Limi
         if not isinstance(metadata, dict):
             raise BadRequest(f"{name} must be {RULES.rule(name)}", details={"field": name})
         metadata_json = _encode_object(metadata, name)
-        if "\\u0000" in metadata_json and _holds_nul(metadata):
+        if "\\u0000" in metadata_json and holds_nul(metadata):
             raise BadRequest(f"{name} must not contain the NUL character", details={"field": name})
     if len(metadata_json) > limits.max_metadata_bytes:
         raise TooLarge(
@@ -318,13 +318,14 @@ def _no_nul(text: str, field: str) -> None:
         raise BadRequest(f"{field} must not contain the NUL character", details={"field": field})
 
 
-def _holds_nul(value: Any) -> bool:
+def holds_nul(value: Any) -> bool:
+    """Whether a decoded JSON value holds U+0000 anywhere (the import checks metadata too)."""
     if isinstance(value, str):
         return "\0" in value
     if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(_holds_nul(v) for v in value)
+        return any(holds_nul(v) for v in value)
     return False
 
 
