@@ -30,6 +30,7 @@ from gateway.errors import CloseCode, GatewayError, Unauthorized
 from gateway.guard import Allowed, Guard
 from gateway.http import (
     api,
+    export_api,
     health_api,
     openapi,
     search_api,
@@ -93,6 +94,7 @@ def create_app(settings: Settings) -> Starlette:
             *seed_aliases.routes,  # first: `/api/sessions/search` is no session id
             *api.routes,
             *search_api.routes,
+            *export_api.routes,
             *health_api.routes,
             *send_api.routes,
             *openapi.routes,

@@ -1,8 +1,8 @@
-"""`chat-gateway import`: its flags, and its handler.
+"""`chat-gateway import` and `chat-gateway export`: their flags, and their handlers.
 
 Hooked into the command line by gateway/cli_parser.py (`add_commands`) and gateway/cli.py
-(`HANDLERS`). The work is gateway/chat_import.py's; this is flags, servers, progress and
-the summary. A wrong flag is one line and exit 2 before any
+(`HANDLERS`). The work is gateway/chat_import.py's and gateway/chat_export.py's; this is
+flags, servers, progress and the summary. A wrong flag is one line and exit 2 before any
 server starts; a run that skipped a file or a chat, or found a difference, exits 1.
 """
 
@@ -11,19 +11,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from gateway import chat_import
+from gateway.chat_export import FORMATS, Format, export
 from gateway.chat_format import Limits
 from gateway.preflight import PreflightError
 from gateway.progress import progress_bar
 from gateway.servers import servers_for
 from gateway.settings import Settings
+from storage import sessions, transfer
 from storage.keys import Keys
 
 Labels = Mapping[str, str]
@@ -42,7 +47,7 @@ idempotent:
 
 
 def add_commands(command: Callable[..., argparse.ArgumentParser], maintenance_epilog: str) -> None:
-    """Add `import` with `command(name, summary, description, epilog)`, the
+    """Add `import` and `export` with `command(name, summary, description, epilog)`, the
     parser's own factory (shared options included)."""
     imp = command(
         "import",
@@ -76,6 +81,27 @@ def add_commands(command: Callable[..., argparse.ArgumentParser], maintenance_ep
         "--verify", action="store_true",
         help="import nothing: compare the files with the database and report each difference"
         " (exit 1 if any)",
+    )  # fmt: skip
+
+    exp = command(
+        "export",
+        "write a session, or a port's sessions, as Markdown, JSON or an LLM message list",
+        "Write one session (--session) or all of a user's sessions on a port (--port), oldest"
+        " first, to stdout or --output: a Markdown transcript, the JSON chat format that"
+        " `import` reads, or an LLM message list [{role, content}] (JSON Lines of"
+        ' {"messages": [...]} for a port). Streamed: a session of any length is read a page'
+        " at a time.",
+        maintenance_epilog,
+    )
+    exp.add_argument("--session", metavar="ID", help="the session's id (any user's)")
+    exp.add_argument("--port", type=int, help="every session of --user on this port")
+    exp.add_argument("--user", help="whose port, with --port (default: the local user)")
+    exp.add_argument(
+        "--format", choices=FORMATS, default="markdown", help="what to write (default markdown)"
+    )
+    exp.add_argument(
+        "--output", metavar="FILE", type=Path,
+        help="write here (replaced whole once complete) instead of to stdout",
     )  # fmt: skip
 
 
@@ -147,6 +173,77 @@ async def _connections(
         await pool.close()
 
 
+# --- export -------------------------------------------------------------------------------
+
+
+def _export(settings: Settings, args: argparse.Namespace, given: Labels) -> None:
+    if (args.session is None) == (args.port is None):
+        raise PreflightError("export needs one of --session ID or --port P")
+    session_id = None
+    if args.session is not None:
+        try:
+            session_id = uuid.UUID(args.session)
+        except ValueError:
+            raise PreflightError(f"--session={args.session!r} is not a session id") from None
+        if args.user is not None:
+            raise PreflightError("--user goes with --port: --session names a session of anyone")
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise PreflightError(f"--port={args.port} must be from 1 to 65535")
+    output: Path | None = args.output
+    if output is not None and not output.parent.is_dir():
+        raise PreflightError(f"--output={output}: there is no folder {output.parent}")
+    user = args.user or settings.local_user
+    with servers_for(settings, serve=False, labels=given) as settings:
+        found = asyncio.run(_run_export(settings, output, args.format, session_id, user, args.port))
+    if not found:
+        what = f"session {session_id}" if session_id else f"session of {user} on port {args.port}"
+        print(f"chat-gateway: error: there is no {what}", file=sys.stderr)
+        sys.exit(1)
+
+
+@contextlib.contextmanager
+def _destination(output: Path | None) -> Iterator[BinaryIO]:
+    """stdout, or a file written beside `output` and renamed onto it once complete (a
+    failed export leaves whatever was there before)."""
+    if output is None:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        with partial.open("wb") as stream:
+            yield stream
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+async def _run_export(
+    settings: Settings,
+    output: Path | None,
+    fmt: Format,
+    session_id: uuid.UUID | None,
+    user: str,
+    port: int | None,
+) -> bool:
+    """Write the export; False (and nothing written) when there is nothing to export."""
+    async with _connections(settings) as (pool, redis, keys):
+        async with pool.acquire() as conn:
+            if session_id is not None:
+                one = await transfer.session_by_id(conn, session_id)
+                chosen: list[sessions.Session] = [one] if one else []
+            else:
+                assert port is not None
+                chosen = await transfer.port_sessions(conn, user, port)
+        if not chosen:
+            return False
+        with _destination(output) as stream:
+            async for piece in export(pool, redis, keys, chosen, fmt, several=port is not None):
+                stream.write(piece)
+    return True
+
+
 HANDLERS: dict[str, Callable[[Settings, argparse.Namespace, Labels], None]] = {
     "import": _import,
+    "export": _export,
 }

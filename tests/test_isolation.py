@@ -512,6 +512,22 @@ async def session_messages(w: World) -> None:
         await drained(w.running)
 
 
+async def export_session(w: World) -> None:
+    """`GET /api/sessions/{id}/export` of A's sessions, in every format, is B's 404 for a
+    missing session, while A's messages are buffered and once persisted; a bad format is the
+    same 400 for both. A's own export holds A's messages (the positive control)."""
+    url = "/api/sessions/{session_id}/export"
+    for _ in ("buffered", "persisted"):
+        for params in ({}, {"format": "markdown"}, {"format": "json"}, {"format": "openai"}):
+            await _like_missing(w, "GET", url, params=params)
+        await drained(w.running)
+    await _like_missing(w, "GET", url, params={"format": "pdf"}, status=400)
+    mine = await w.http.get(
+        url.format(session_id=w.sessions["active"]), params={"format": "json"}, headers=w.alice
+    )
+    assert mine.status_code == 200 and w.mark in mine.text
+
+
 async def list_ports(w: World) -> None:
     """`GET /api/ports` as B lists none of A's ports; B's own session on A's port shows
     B's session and offline, though A's IDE serves that port."""
@@ -669,6 +685,7 @@ HTTP_CASES: dict[tuple[str, str], Case] = {
     ("PATCH", "/api/sessions/{session_id}"): patch_session,
     ("DELETE", "/api/sessions/{session_id}"): delete_session,
     ("GET", "/api/sessions/{session_id}/messages"): session_messages,
+    ("GET", "/api/sessions/{session_id}/export"): export_session,
     ("GET", "/api/ports"): list_ports,
     ("PATCH", "/api/ports/{port}"): label_port,
     ("GET", "/api/ports/{port}/messages"): port_messages,

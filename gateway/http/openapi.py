@@ -24,7 +24,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import VERSION, wire
+from gateway.chat_export import FORMATS as EXPORT_FORMATS
+from gateway.chat_format import Chat, OpenAIMessage
 from gateway.http.api import MAX_PAGE, MAX_SEQ
+from gateway.http.export_api import DEFAULT_FORMAT as DEFAULT_EXPORT_FORMAT
 from gateway.http.search_api import DEFAULT_RESULTS as DEFAULT_SEARCH_RESULTS
 from gateway.http.search_api import MAX_QUERY_CHARS as MAX_SEARCH_QUERY_CHARS
 from gateway.http.search_api import MAX_SEARCH_RESULTS
@@ -79,6 +82,15 @@ def _generated() -> dict[str, Schema]:
 
 
 # Every body comes from its Struct: the request bodies are decoded by theirs too.
+def _exported() -> dict[str, Schema]:
+    """The export's JSON bodies: the chat format (gateway/chat_format.py, which the import
+    reads too) and the LLM message list's item."""
+    _, components = msgspec.json.schema_components(
+        (Chat, OpenAIMessage), ref_template="#/components/schemas/{name}"
+    )
+    return components
+
+
 def _sent() -> dict[str, Schema]:
     """The bodies of the HTTP sends (gateway/http/send_api.py): a `message` frame and an
     `extracted` frame less `type` and `port`, from the frames' own Structs."""
@@ -97,6 +109,7 @@ def _sent() -> dict[str, Schema]:
 
 SCHEMAS: dict[str, Schema] = {
     **_generated(),
+    **_exported(),
     **_sent(),
 }
 
@@ -138,7 +151,6 @@ SESSION_ID: Schema = {
     "schema": UUID,
 }
 PUBLIC: list[Schema] = []  # operations anyone may call, in any mode
-
 
 SEND_BODY: Schema = {
     "required": True,
@@ -314,7 +326,7 @@ def _paths() -> dict[str, Any]:
                     "BadRequest",
                     "Unauthorized",
                 ),
-            }
+            },
         },
         "/api/sessions": {
             "get": {
@@ -409,6 +421,48 @@ def _paths() -> dict[str, Any]:
                 "responses": _answers(
                     "200",
                     _json_body(_ref("MessagePage"), "Ascending seq order."),
+                    "BadRequest",
+                    "Unauthorized",
+                    "NotFound",
+                ),
+            },
+        },
+        "/api/sessions/{session_id}/export": {
+            "parameters": [SESSION_ID],
+            "get": {
+                "summary": "The session as a file to download, streamed: a Markdown transcript,"
+                " the chat JSON `chat-gateway import` reads, or an LLM message list",
+                "operationId": "exportSession",
+                "parameters": [
+                    _query(
+                        "format",
+                        {"enum": list(EXPORT_FORMATS), "default": DEFAULT_EXPORT_FORMAT},
+                        "`markdown`, `json` (the chat format, docs/import-export.md) or"
+                        " `openai` (`[{role, content}, ...]`).",
+                    )
+                ],
+                "responses": _answers(
+                    "200",
+                    {
+                        "description": "An attachment named after the session.",
+                        "headers": {
+                            "Content-Disposition": {
+                                "required": True,
+                                "schema": {"type": "string", "pattern": "^attachment; filename="},
+                            }
+                        },
+                        "content": {
+                            "text/markdown": {"schema": {"type": "string"}},
+                            JSON: {
+                                "schema": {
+                                    "anyOf": [
+                                        _ref("Chat"),
+                                        {"type": "array", "items": _ref("OpenAIMessage")},
+                                    ]
+                                }
+                            },
+                        },
+                    },
                     "BadRequest",
                     "Unauthorized",
                     "NotFound",
