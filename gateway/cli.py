@@ -32,6 +32,7 @@ import uvicorn
 from gateway import VERSION, cli_health, cli_purge, loadtest
 from gateway.app import create_app
 from gateway.auth import TokenVerifier, issue_token, parse_duration
+from gateway.cli_backup import run_backup, run_restore
 from gateway.cli_parser import build_parser
 from gateway.cli_transfer import HANDLERS as TRANSFER_HANDLERS
 from gateway.lifecycle import SessionLifecycle
@@ -484,6 +485,8 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace, Labels], None]] = {
     **TRANSFER_HANDLERS,
     "token": _token,
     "db-health": cli_health.run,
+    "backup": run_backup,
+    "restore": run_restore,
     "purge": cli_purge.run,
 }
 

@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 from gateway import VERSION, cli_health, cli_purge
+from gateway.cli_backup import add_parser as add_backup_parsers
 from gateway.cli_transfer import add_commands as add_transfer_commands
 from gateway.settings import Settings, platform_data_dir
 
@@ -229,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         " (default: a plain user)",
     )  # fmt: skip
     cli_health.add_parser(command, _MAINTENANCE_EPILOG)
+    add_backup_parsers(command, _MAINTENANCE_EPILOG)  # backup, restore
     cli_purge.add_parser(command, _MAINTENANCE_EPILOG)
     return parser
 

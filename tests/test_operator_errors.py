@@ -235,7 +235,7 @@ async def test_shared_options_go_before_or_after_the_command(
     "command",
     [
         "serve", "writer", "migrate", "verify-counts", "archive", "reindex", "token", "loadtest",
-        "db-health", "purge",
+        "db-health", "backup", "restore", "purge",
     ],
 )
 async def test_each_command_help_describes_it_and_shows_defaults(
