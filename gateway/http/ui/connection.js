@@ -115,6 +115,20 @@ export async function api(path, { method = "GET", body = undefined } = {}) {
   return response.status === 204 ? null : response.json();
 }
 
+/** A file from the API, fetched with this tab's token (a link cannot carry one): its Blob
+ * and the name the gateway gave it (Content-Disposition), or an Error with the API's message. */
+export async function fetchFile(path) {
+  const response = await fetch(path, { headers: authHeaders(token), cache: "no-store" });
+  if (!response.ok) {
+    const message = await errorMessage(response);
+    if (response.status === 401) refused(message);
+    throw new Error(message);
+  }
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const name = /filename="([^"]+)"/.exec(disposition)?.[1] || "export";
+  return { blob: await response.blob(), name };
+}
+
 /** The top bar's indicator for a LiveSocket state ("connecting", "open", "waiting", "closed"). */
 export function showConnectionState(connectionState, detail) {
   const labels = {

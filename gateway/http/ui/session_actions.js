@@ -1,5 +1,5 @@
 // The shown session's controls: New chat, Rename (inline), Pin / Unpin, Archive / Unarchive,
-// Delete (after a confirmation), and the New chat shortcut.
+// Delete (after a confirmation), Export (a list of three downloads), and the New chat shortcut.
 //
 // Each control calls the HTTP API and applies the session it returns at once; the gateway
 // also publishes the change as a `session` event, which is how every other tab (and this one,
@@ -10,7 +10,7 @@
 // Ctrl/Cmd+T and Ctrl/Cmd+N for themselves and never hand them to a page, and Ctrl+Shift+N
 // opens a private window in Chrome.
 
-import { api } from "./connection.js";
+import { api, fetchFile, hasToken } from "./connection.js";
 import { messageCount, sessionTitle } from "./sidebar.js";
 import { dom, showNotice, state } from "./state.js";
 
@@ -49,6 +49,7 @@ export function listenSessionActions(given) {
     if (session) change(session, { status: session.status === "archived" ? "active" : "archived" });
   });
   dom.deleteSession.addEventListener("click", deleteShown);
+  listenExport();
   document.addEventListener("keydown", (event) => {
     if ((event.ctrlKey || event.metaKey) && event.shiftKey && !event.altKey && event.code === "KeyO") {
       event.preventDefault();
@@ -61,7 +62,14 @@ export function listenSessionActions(given) {
 export function renderSessionActions() {
   const session = shownSession();
   dom.newChat.disabled = state.view.port === null;
-  for (const button of [dom.rename, dom.pin, dom.archive, dom.deleteSession]) button.disabled = !session;
+  for (const button of [dom.rename, dom.pin, dom.archive, dom.deleteSession, dom.exportButton]) {
+    button.disabled = !session;
+  }
+  for (const link of dom.exportMenu.querySelectorAll("a")) {
+    if (session) link.href = exportPath(session, link.dataset.format);
+    else link.removeAttribute("href");
+  }
+  if (!session) showExportMenu(false);
   dom.pin.textContent = session && session.pinned ? "Unpin" : "Pin";
   dom.archive.textContent = session && session.status === "archived" ? "Unarchive" : "Archive";
   if (!session && !dom.renameForm.hidden) finishRename(false);
@@ -125,5 +133,59 @@ async function deleteShown() {
     callbacks.applied("deleted", session, false);
   } catch (error) {
     showNotice(`Could not delete the session: ${error.message}`);
+  }
+}
+
+// ---- export --------------------------------------------------------------------------------
+
+function listenExport() {
+  dom.exportButton.addEventListener("click", () => showExportMenu(dom.exportMenu.hidden));
+  for (const element of [dom.exportButton, dom.exportMenu]) {
+    element.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape" || dom.exportMenu.hidden) return;
+      event.preventDefault();
+      showExportMenu(false);
+      dom.exportButton.focus();
+    });
+  }
+  document.addEventListener("click", (event) => {
+    if (!dom.exportMenu.hidden && !event.target.closest(".export")) showExportMenu(false);
+  });
+  for (const link of dom.exportMenu.querySelectorAll("a")) {
+    link.addEventListener("click", (event) => exportAs(event, link));
+  }
+}
+
+/** Show (and focus the first format of) or hide the list of formats. */
+function showExportMenu(open) {
+  dom.exportMenu.hidden = !open;
+  dom.exportButton.setAttribute("aria-expanded", String(open));
+  if (open) dom.exportMenu.querySelector("a[href]")?.focus();
+}
+
+function exportPath(session, format) {
+  return `/api/sessions/${encodeURIComponent(session.id)}/export?format=${format}`;
+}
+
+/** A tab without a token of its own downloads by the link itself: the browser streams it to
+ * disk (with the local token's cookie, if the gateway wants one). A link cannot carry a
+ * bearer token, so a tab holding one fetches the file with it and saves the Blob. */
+async function exportAs(event, link) {
+  showExportMenu(false);
+  dom.exportButton.focus();
+  if (!hasToken()) return;
+  event.preventDefault();
+  try {
+    const { blob, name } = await fetchFile(link.href);
+    const url = URL.createObjectURL(blob);
+    const save = document.createElement("a");
+    save.href = url;
+    save.download = name;
+    document.body.append(save);
+    save.click();
+    save.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000); // once the download has taken it
+  } catch (error) {
+    showNotice(`Could not export the session: ${error.message}`);
   }
 }

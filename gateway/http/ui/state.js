@@ -26,6 +26,8 @@ export const dom = {
   pin: $("pin"),
   archive: $("archive"),
   deleteSession: $("delete"),
+  exportButton: $("export"),
+  exportMenu: $("export-menu"),
   scroller: $("scroller"),
   loadOlder: $("load-older"),
   messages: $("messages"),
