@@ -40,6 +40,7 @@ import {
   renderHead,
   selectPort,
   showAckedSession,
+  showNewest,
   showTab,
   showView,
   subscribeView,
@@ -141,6 +142,7 @@ listenSidebar({
 listenConversation();
 listenComposer((port) => {
   if (!state.view.follow) showView(port, null); // a message goes to the active session
+  else showNewest(); // where it will show
 });
 listenSearch();
 listenSignIn();

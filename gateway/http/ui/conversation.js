@@ -104,6 +104,8 @@ export function openSession(sessionId) {
 export function listenConversation() {
   dom.follow.addEventListener("click", () => showView(state.selectedPort, null));
   dom.loadOlder.addEventListener("click", loadOlder);
+  dom.showNewer.addEventListener("click", showNewer);
+  watchEdges();
   let frame = null;
   dom.scroller.addEventListener("scroll", () => {
     if (frame === null) frame = requestAnimationFrame(() => {
@@ -120,19 +122,12 @@ function noteScroll() {
   const view = state.view;
   if (!view.loaded || view.restore !== null || view.reveal !== null) return;
   const scroller = dom.scroller;
-  if (scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 48) {
+  if (view.hi === null && scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 48) {
     scrolledTo(null);
     return;
   }
-  // Layout positions (offsetTop: the scroller is the messages' offset parent), not the
-  // rendered boxes, which a new message's entrance animation moves for a moment.
-  for (const el of dom.messages.children) {
-    const top = el.offsetTop - scroller.scrollTop;
-    if (top + el.offsetHeight > 0) {
-      scrolledTo({ seq: Number(el.dataset.seq), offset: top });
-      return;
-    }
-  }
+  const el = firstInView();
+  if (el) scrolledTo({ seq: Number(el.dataset.seq), offset: el.offsetTop - scroller.scrollTop });
 }
 
 /** Show `port`'s session `sessionId` (null: the active one) scrolled to `scroll` (as
@@ -214,6 +209,7 @@ function followNewSession(sessionId) {
   const view = state.view;
   view.sessionId = sessionId;
   view.messages = new Map();
+  view.lo = view.hi = null;
   view.lastSeq = 0;
   view.loaded = true; // a new session: everything in it arrives over the subscription
   view.hasOlder = false;
@@ -261,6 +257,7 @@ export function onSubscribed(frame) {
   const since = view.since;
   view.sessionId = session.id;
   view.messages = new Map();
+  view.lo = view.hi = null;
   view.lastSeq = 0;
   view.loaded = false;
   clearMessages();
@@ -307,15 +304,18 @@ async function loadNewest(view, lastSeq) {
   }
 }
 
-/** Load earlier pages until the message `seq` is shown (or there are none); false if the
- * view changed meanwhile. */
+/** Load earlier pages until the message `seq` is known (or there are none), then show the
+ * messages around it if they are not (the window of rendered messages, below, may be
+ * elsewhere); false if the view changed meanwhile. */
 async function loadUntil(view, seq) {
   while (!view.messages.has(seq) && view.hasOlder && state.view === view) {
     const before = view.messages.size;
-    await loadOlder();
+    await fetchOlder(view);
     if (view.messages.size === before) break; // the load failed: its notice says so
   }
-  return state.view === view;
+  if (state.view !== view) return false;
+  if (view.messages.has(seq) && !inWindow(view, seq)) showAround(view, seq);
+  return true;
 }
 
 /** Scroll back to where the tab was: `view.restore`'s message `offset` px below the top. */
@@ -369,8 +369,77 @@ function findText(el, text) {
   return null;
 }
 
-async function loadOlder() {
+// ---- the window of rendered messages ------------------------------------------------------
+//
+// Every message of the view that the page has read stays in `view.messages`, but only a window
+// of at most MAX_SHOWN of them, in seq order, is on the page: [view.lo, view.hi], `hi` null
+// while the window reaches the newest (then live messages join it). A session of 10,000
+// messages rendered whole made every scrolled frame cost over 100 ms (docs/benchmarks.md);
+// bounded, scrolling costs what it does with a few hundred. Going past either edge moves the
+// window: "Load earlier messages" (reading a page from the server once the known ones are
+// shown) and "Show newer messages", each also done by scrolling to it, drop what falls out at
+// the far edge; the message in view stays where it was on the screen.
+
+const MAX_SHOWN = 5 * PAGE;
+let edgeObserver = null;
+
+/** Whether the message `seq` is in the window. */
+function inWindow(view, seq) {
+  return (view.lo === null || seq >= view.lo) && (view.hi === null || seq <= view.hi);
+}
+
+/** Known seqs below `lo` (all, oldest first) and above `hi`, in order. */
+function knownOutside(view) {
+  const seqs = [...view.messages.keys()].sort((a, b) => a - b);
+  return {
+    older: view.lo === null ? [] : seqs.filter((seq) => seq < view.lo),
+    newer: view.hi === null ? [] : seqs.filter((seq) => seq > view.hi),
+  };
+}
+
+let olderLoad = null; // the "Load earlier messages" under way: a click and a scroll share it
+
+/** "Load earlier messages": the known messages just below the window, else the page before
+ * the oldest known one from the server. */
+function loadOlder() {
+  olderLoad ??= loadOlderNow().finally(() => {
+    olderLoad = null;
+  });
+  return olderLoad;
+}
+
+async function loadOlderNow() {
   const view = state.view;
+  if (knownOutside(view).older.length === 0) await fetchOlder(view);
+  if (state.view !== view) return;
+  const { older } = knownOutside(view);
+  if (older.length === 0) return;
+  const lo = older[Math.max(0, older.length - PAGE)];
+  keepInView(() => {
+    view.lo = lo;
+    dom.messages.prepend(fragmentOf(view, older.filter((seq) => seq >= lo)));
+    trim(view, "newer");
+  });
+  renderHead();
+}
+
+/** "Show newer messages": the next known ones above the window (all the newer messages are
+ * known: the newest page and what came live since). */
+function showNewer() {
+  const view = state.view;
+  const { newer } = knownOutside(view);
+  if (newer.length === 0) return;
+  const taken = newer.slice(0, PAGE);
+  keepInView(() => {
+    view.hi = taken.length === newer.length ? null : taken[taken.length - 1];
+    dom.messages.append(fragmentOf(view, taken));
+    trim(view, "older");
+  });
+  updateEmpty();
+}
+
+/** The page before the oldest known message, into `view.messages` (not rendered). */
+async function fetchOlder(view) {
   const oldest = Math.min(...view.messages.keys());
   if (!Number.isFinite(oldest) || oldest <= 1) return;
   const sessionId = view.sessionId;
@@ -379,10 +448,89 @@ async function loadOlder() {
   dom.loadOlder.disabled = false;
   if (page === null || !stillShowing(view, sessionId)) return;
   view.hasOlder = page.has_more;
-  const before = dom.scroller.scrollHeight - dom.scroller.scrollTop;
-  addMessages(page.messages, false);
-  dom.scroller.scrollTop = dom.scroller.scrollHeight - before; // keep what was in view
-  renderHead();
+  if (view.lo === null && page.messages.length) view.lo = oldest; // the window stops here
+  for (const message of page.messages) view.messages.set(message.seq, message);
+  updateEmpty();
+}
+
+/** Show the messages around `seq` (a search hit, a tab's place), in place of the window. */
+function showAround(view, seq) {
+  const seqs = [...view.messages.keys()].sort((a, b) => a - b);
+  const at = seqs.indexOf(seq);
+  const first = Math.max(0, at - PAGE);
+  const last = Math.min(seqs.length, first + MAX_SHOWN);
+  view.lo = seqs[first];
+  view.hi = last >= seqs.length ? null : seqs[last - 1];
+  dom.messages.replaceChildren(fragmentOf(view, seqs.slice(first, last)));
+  updateEmpty();
+}
+
+function fragmentOf(view, seqs) {
+  const fragment = document.createDocumentFragment();
+  for (const seq of seqs) fragment.append(renderMessage(view.messages.get(seq)));
+  return fragment;
+}
+
+/** Drop messages past MAX_SHOWN at the `side` ("newer": the bottom, "older": the top). */
+function trim(view, side) {
+  const children = dom.messages.children;
+  let extra = children.length - MAX_SHOWN;
+  if (extra <= 0) return;
+  if (side === "newer") {
+    while (extra-- > 0) dom.messages.lastElementChild.remove();
+    view.hi = Number(dom.messages.lastElementChild.dataset.seq);
+  } else {
+    while (extra-- > 0) dom.messages.firstElementChild.remove();
+    view.lo = Number(dom.messages.firstElementChild.dataset.seq);
+  }
+}
+
+/** Run `change` (which adds or drops messages above or below) keeping the first message in
+ * view at the same place on the screen. */
+function keepInView(change) {
+  const anchor = firstInView();
+  const offset = anchor ? anchor.offsetTop - dom.scroller.scrollTop : 0;
+  change();
+  if (anchor && anchor.isConnected) dom.scroller.scrollTop = anchor.offsetTop - offset;
+  else if (anchor) dom.scroller.scrollTop = 0; // what was in view went: show what came
+  updateEmpty();
+}
+
+/** The first message whose bottom is below the top of the view (binary search: they are in
+ * seq order, so in order on the page), or null. Layout positions (offsetTop: the scroller is
+ * the messages' offset parent), not the rendered boxes, which a new message's entrance
+ * animation moves for a moment. */
+function firstInView() {
+  const children = dom.messages.children;
+  const top = dom.scroller.scrollTop;
+  let low = 0;
+  let high = children.length;
+  while (low < high) {
+    const mid = (low + high) >> 1;
+    const el = children[mid];
+    if (el.offsetTop + el.offsetHeight <= top) low = mid + 1;
+    else high = mid;
+  }
+  return children[low] || null;
+}
+
+/** Load earlier or show newer messages as soon as the button for it comes near the view, so
+ * scrolling goes on through the whole session. */
+function watchEdges() {
+  edgeObserver = new IntersectionObserver(
+    (entries) => {
+      const view = state.view;
+      if (!view.loaded || view.reveal !== null || view.restore !== null) return;
+      for (const entry of entries) {
+        if (!entry.isIntersecting || entry.target.hidden || entry.target.disabled) continue;
+        if (entry.target === dom.loadOlder) loadOlder();
+        else showNewer();
+      }
+    },
+    { root: dom.scroller, rootMargin: "200px 0px" },
+  );
+  edgeObserver.observe(dom.loadOlder);
+  edgeObserver.observe(dom.showNewer);
 }
 
 async function fetchMessages(sessionId, params) {
@@ -410,22 +558,46 @@ function addMessages(messages, stick) {
   const view = state.view;
   const scroller = dom.scroller;
   const atEnd = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 48;
+  // New messages after the last one rendered (a first page, live ones) go in at once, in one
+  // fragment; the others (edits, a message arriving out of order) one by one in their place.
+  const tail = document.createDocumentFragment();
+  let last = Number(dom.messages.lastElementChild?.dataset.seq ?? 0);
   for (const message of messages) {
     const shown = view.messages.get(message.seq);
     if (shown && version(message) <= version(shown)) continue;
     view.messages.set(message.seq, message);
+    if (message.seq > view.lastSeq) view.lastSeq = message.seq;
+    if (view.lo === null) view.lo = message.seq;
+    if (!inWindow(view, message.seq)) continue; // known, shown when the window gets there
     const el = renderMessage(message);
-    if (shown) {
+    if (!shown && message.seq > last) {
+      tail.append(el);
+      last = message.seq;
+    } else if (shown) {
       const old = dom.messages.querySelector(`[data-seq="${message.seq}"]`);
       if (old) old.replaceWith(el);
       else placeMessage(el, message.seq);
     } else {
       placeMessage(el, message.seq);
     }
-    if (message.seq > view.lastSeq) view.lastSeq = message.seq;
+  }
+  dom.messages.append(tail);
+  const sticking = stick === true || (stick === null && atEnd);
+  if (view.hi === null && dom.messages.children.length > MAX_SHOWN) {
+    // Following the end: the oldest go (where the reader is stays put, unless at the end).
+    if (sticking) trim(view, "older");
+    else keepInView(() => trim(view, "older"));
   }
   updateEmpty();
-  if (stick === true || (stick === null && atEnd)) scroller.scrollTop = scroller.scrollHeight;
+  if (sticking) scroller.scrollTop = scroller.scrollHeight;
+}
+
+/** Show the newest messages (a message was sent from here while the window was further up). */
+export function showNewest() {
+  const view = state.view;
+  if (view.hi === null || view.lastSeq === 0) return;
+  showAround(view, view.lastSeq);
+  dom.scroller.scrollTop = dom.scroller.scrollHeight;
 }
 
 function placeMessage(el, seq) {
@@ -449,7 +621,17 @@ function clearMessages() {
 function updateEmpty() {
   const view = state.view;
   dom.messagesEmpty.hidden = view.port === null || view.messages.size > 0;
-  dom.loadOlder.hidden = !view.hasOlder;
+  let older = 0;
+  let newer = 0;
+  if (view.hi !== null || (view.lo !== null && view.messages.size > dom.messages.children.length)) {
+    for (const seq of view.messages.keys()) {
+      if (seq < view.lo) older += 1;
+      else if (view.hi !== null && seq > view.hi) newer += 1;
+    }
+  }
+  dom.loadOlder.hidden = !view.hasOlder && older === 0;
+  dom.showNewer.hidden = newer === 0;
+  dom.showNewer.textContent = `Show newer messages (${newer})`;
 }
 
 export function renderHead() {

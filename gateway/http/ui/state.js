@@ -30,6 +30,7 @@ export const dom = {
   exportMenu: $("export-menu"),
   scroller: $("scroller"),
   loadOlder: $("load-older"),
+  showNewer: $("show-newer"),
   messages: $("messages"),
   messagesEmpty: $("messages-empty"),
   outbox: $("outbox"),
@@ -51,7 +52,9 @@ export function newView(port, sessionId) {
     port,
     sessionId, // the session shown (null: the port has none yet, or not known yet)
     follow: true, // true: the port's active session, through rotations (a port subscription)
-    messages: new Map(), // seq -> message
+    messages: new Map(), // seq -> message, every one read (those rendered: lo to hi)
+    lo: null, // the oldest seq rendered (null: none yet)
+    hi: null, // the newest seq rendered, or null while the newest are (live ones join)
     lastSeq: 0,
     loaded: false, // true once what is shown is complete up to lastSeq (since_seq is valid)
     hasOlder: false,
