@@ -473,7 +473,12 @@ class FuzzHttp:
         assert response.status_code < 500, (where, response.status_code, response.text[:300])
         if response.status_code >= 400:
             error = response.json()["error"]
-            assert set(error) == {"code", "message"}, (where, error)
+            # `details` for some codes: the field at fault, or when to retry.
+            assert {"code", "message"} <= set(error) <= {"code", "message", "details"}, (
+                where,
+                error,
+            )
+            assert isinstance(error.get("details", {}), dict), (where, error)
             assert error["code"] in set(ErrorCode) and isinstance(error["message"], str), error
 
 
