@@ -81,7 +81,8 @@ def issue_token(
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who a token speaks for, and whether its `admin` claim is true."""
+    """Who a request speaks for, and whether they are an operator (`authenticate_identity`
+    says who is; from a token alone, its `admin` claim)."""
 
     user_id: str
     admin: bool = False
@@ -208,6 +209,22 @@ async def authenticate(
 ) -> str:
     """The user of a request: the local user in local mode (holding the local token when
     one is set, see gateway/local_token.py), else the token's user."""
+    identity = await authenticate_identity(
+        settings, verifier, authorization, query_token, cookie_token
+    )
+    return identity.user_id
+
+
+async def authenticate_identity(
+    settings: Settings,
+    verifier: TokenVerifier | None,
+    authorization: str | None,
+    query_token: str | None,
+    cookie_token: str | None = None,
+) -> Identity:
+    """Who a request is (see `authenticate`), with whether they are an operator: the local
+    user is one in local mode; in token mode, a token's `admin` claim or a user named in
+    GATEWAY_ADMIN_USERS makes one."""
     if verifier is None:
         if settings.local_token and not token_matches(
             settings.local_token, bearer_token(authorization, query_token) or cookie_token
@@ -216,29 +233,19 @@ async def authenticate(
                 "this gateway wants its local token: the local-token file in its data folder,"
                 " as Authorization: Bearer <token> or ?token="
             )
-        return settings.local_user
-    token = bearer_token(authorization, query_token)
-    if token is None:
-        raise Unauthorized("a token is required: Authorization: Bearer <token> or ?token=")
-    return await verifier.user_of(token)
-
-
-async def authenticate_operator(
-    settings: Settings,
-    verifier: TokenVerifier | None,
-    authorization: str | None,
-    query_token: str | None,
-    cookie_token: str | None = None,
-) -> str:
-    """The user of a request that needs an operator (see the module docstring); `Forbidden`
-    for any other user."""
-    if verifier is None:
-        return await authenticate(settings, None, authorization, query_token, cookie_token)
+        return Identity(settings.local_user, admin=True)
     token = bearer_token(authorization, query_token)
     if token is None:
         raise Unauthorized("a token is required: Authorization: Bearer <token> or ?token=")
     identity = await verifier.identity_of(token)
-    if identity.admin or identity.user_id in settings.admin_user_ids:
+    if not identity.admin and identity.user_id in settings.admin_user_ids:
+        return Identity(identity.user_id, admin=True)
+    return identity
+
+
+def require_operator(identity: Identity) -> str:
+    """The operator's user id; `Forbidden` for anyone else."""
+    if identity.admin:
         return identity.user_id
     raise Forbidden(
         "this needs an operator: a token with the admin claim (chat-gateway token --admin),"

@@ -41,7 +41,7 @@ from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.metrics_listener import parse_address
 from gateway.persistence import running_persistence
-from gateway.preflight import PreflightError, check_port_free
+from gateway.preflight import PreflightError, check_at_least_one, check_port_free, duration_flag
 from gateway.progress import progress_bar
 from gateway.server import uvicorn_config, uvicorn_options
 from gateway.servers import check_folder_free, servers_for
@@ -330,11 +330,8 @@ async def _run_verify(dsn: str, fix: bool) -> stats.Drift:
 
 
 def _archive(settings: Settings, args: argparse.Namespace, given: Labels) -> None:
-    try:
-        older_than = parse_duration(args.older_than)
-    except ValueError as exc:
-        raise PreflightError(f"--older-than: {exc}") from None
-    _check_batch(args.batch)
+    older_than = duration_flag("--older-than", args.older_than)
+    check_at_least_one("--batch", args.batch)
     with servers_for(settings, serve=False, labels=given) as settings:
         archived = asyncio.run(_run_archive(settings, older_than, args.batch))
     print(f"archived {archived} session(s) inactive for more than {args.older_than}")
@@ -357,7 +354,7 @@ async def _run_archive(settings: Settings, older_than_s: int, batch: int) -> int
 
 
 def _reindex(settings: Settings, args: argparse.Namespace, given: Labels) -> None:
-    _check_batch(args.batch)
+    check_at_least_one("--batch", args.batch)
     with servers_for(settings, serve=False, redis=False, labels=given) as settings:
         indexed = asyncio.run(_run_reindex(settings.database_url, args.batch))
     if indexed is None:
@@ -385,11 +382,6 @@ async def _run_reindex(dsn: str, batch: int) -> int | None:
             return indexed
     finally:
         await pool.close()
-
-
-def _check_batch(batch: int) -> None:
-    if batch < 1:
-        raise PreflightError(f"--batch={batch} must be at least 1")
 
 
 # --- token --------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway import wire
-from gateway.preflight import PreflightError
+from gateway.preflight import check_at_least_one
 from gateway.servers import servers_for
 from gateway.settings import Settings
 from storage import health
@@ -46,8 +46,7 @@ def add_parser(command: Command, epilog: str) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace, given: Mapping[str, str]) -> None:
-    if args.top < 1:
-        raise PreflightError(f"--top={args.top} must be at least 1")
+    check_at_least_one("--top", args.top)
     with servers_for(settings, serve=False, redis=False, labels=given) as settings:
         report, reset = asyncio.run(_read(settings.database_url, args.top, args.reset_statements))
     body = wire.database_health(report, None)

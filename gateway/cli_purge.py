@@ -12,8 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from gateway.auth import parse_duration
-from gateway.preflight import PreflightError
+from gateway.preflight import check_at_least_one, duration_flag
 from gateway.progress import progress_bar
 from gateway.servers import servers_for
 from gateway.settings import Settings
@@ -43,12 +42,8 @@ def add_parser(command: Command, epilog: str) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace, given: Mapping[str, str]) -> None:
-    try:
-        age = parse_duration(args.deleted_older_than)
-    except ValueError as exc:
-        raise PreflightError(f"--deleted-older-than: {exc}") from None
-    if args.batch < 1:
-        raise PreflightError(f"--batch={args.batch} must be at least 1")
+    age = duration_flag("--deleted-older-than", args.deleted_older_than)
+    check_at_least_one("--batch", args.batch)
     with servers_for(settings, serve=False, redis=False, labels=given) as settings:
         sessions, messages = asyncio.run(_purge(settings.database_url, age, args.batch))
     print(

@@ -239,9 +239,9 @@ class Metrics:
         if sources is not None:
             shot.connections = sources.connections()
             shot.hub_resets = sources.hub_resets()
-            pool = sources.pool
-            shot.pool_size = pool.get_size()
-            shot.pool_in_use = pool.get_size() - pool.get_idle_size()
+            pool = sources.pool.state()
+            shot.pool_size = pool.size
+            shot.pool_in_use = pool.in_use
             shot.pool_waiting = pool.waiting
             stream = sources.keys.stream
             pipe = sources.redis.pipeline(transaction=False)

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import redis.asyncio as aioredis
 
+from gateway.auth import parse_duration
+
 # How long a probe waits for a server before calling it unreachable: long enough for a
 # server across a network, short enough that a typo in a port fails fast.
 PROBE_TIMEOUT_S = 5.0
@@ -32,6 +34,20 @@ _CREDENTIALS = re.compile(r"(//[^:/@]*):[^@/]*@")
 
 class PreflightError(Exception):
     """A setting that would fail the command; the message is the one line to print."""
+
+
+def check_at_least_one(flag: str, value: int) -> None:
+    """A count flag the command cannot do with less than 1 of (`--batch`, `--top`)."""
+    if value < 1:
+        raise PreflightError(f"{flag}={value} must be at least 1")
+
+
+def duration_flag(flag: str, text: str) -> int:
+    """The seconds in a duration flag's value (`30d`), or the line naming the flag."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise PreflightError(f"{flag}: {exc}") from None
 
 
 def masked(url: str) -> str:

@@ -31,6 +31,19 @@ class PoolSettings:
     idle_lifetime_s: float = 300.0  # an idle connection above min_size closes; 0: never
 
 
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    """A pool at one moment: connections open, checked out and idle, tasks waiting for one,
+    and its bounds."""
+
+    size: int
+    in_use: int
+    idle: int
+    waiting: int
+    min_size: int
+    max_size: int
+
+
 class MeteredPool(asyncpg.Pool):
     """asyncpg's pool, with what it does not report: how many acquirers are waiting for a
     connection now, and how long each acquisition took (`on_acquire(seconds)`).
@@ -44,6 +57,13 @@ class MeteredPool(asyncpg.Pool):
         super().__init__(*args, **kwargs)
         self.waiting = 0
         self._on_acquire = on_acquire
+
+    def state(self) -> PoolState:
+        """What /metrics and the database health report say of the pool."""
+        size, idle = self.get_size(), self.get_idle_size()
+        return PoolState(
+            size, size - idle, idle, self.waiting, self.get_min_size(), self.get_max_size()
+        )
 
     async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 - asyncpg's signature
         started = time.perf_counter()

@@ -180,13 +180,13 @@ async def search(
                 _SESSIONS_ALL if port is None else _SESSIONS_PORT, user_id, q, session_limit, *args
             )
     terms = positive_terms(query_text)
-    return Found(_hits(records, terms), [_session_hit(r, terms) for r in session_records])
+    matcher = _matcher(terms)
+    return Found(_hits(records, terms), [_session_hit(r, matcher) for r in session_records])
 
 
-def _session_hit(record: asyncpg.Record, terms: Sequence[str]) -> SessionHit:
+def _session_hit(record: asyncpg.Record, matcher: re.Pattern[str] | None) -> SessionHit:
     session = session_from(record)
     name = session.title or session.auto_title or ""
-    matcher = _matcher(terms)
     spans = [] if matcher is None else [(m.start(), m.end()) for m in matcher.finditer(name)]
     return SessionHit(session, name, spans)
 

@@ -24,9 +24,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import wire
-from gateway.auth import authenticate
+from gateway.auth import Identity, authenticate_identity
 from gateway.context import Gateway
-from gateway.errors import BadRequest, ErrorCode, GatewayError, NotFound
+from gateway.errors import BadRequest, ErrorCode, GatewayError, NotFound, TooLarge
 from gateway.local_token import COOKIE_NAME
 from gateway.validation import Rules, convert
 from gateway.wire import MAX_SEQ as MAX_SEQ  # re-exported: gateway/http/openapi.py uses it
@@ -81,7 +81,11 @@ def _gateway(request: Request) -> Gateway:
 
 
 async def _user(request: Request) -> str:
-    return await authenticate(
+    return (await _identity(request)).user_id
+
+
+async def _identity(request: Request) -> Identity:
+    return await authenticate_identity(
         _gateway(request).settings,
         request.app.state.verifier,
         request.headers.get("authorization"),
@@ -293,6 +297,13 @@ async def patch_session(request: Request) -> Response:
         pinned=None if isinstance(body.pinned, UnsetType) else body.pinned,
         status=None if isinstance(body.status, UnsetType) else body.status,
     )
+    return await change_session(gateway, user_id, session_id, change)
+
+
+async def change_session(
+    gateway: Gateway, user_id: str, session_id: uuid.UUID, change: sessions.Change
+) -> Response:
+    """Make `change` to the user's session and answer it; 404 if it is not the user's."""
     session = await gateway.lifecycle.change(user_id, session_id, change)
     if session is None:
         raise NotFound("no such session")
@@ -320,14 +331,30 @@ _SESSION_CHANGE = Rules.of(wire.SessionChange)
 _PORT_CHANGE = Rules.of(wire.PortChange)
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
+async def _json_object(request: Request, *, limit: int | None = None) -> dict[str, Any]:
+    """The body as a JSON object (400 otherwise); with `limit`, read up to that many bytes
+    and refused past it (413, naming GATEWAY_MAX_FRAME_BYTES: the limit the sends use)."""
     try:
-        body = orjson.loads(await request.body())
+        body = orjson.loads(await (_bounded_body(request, limit) if limit else request.body()))
     except orjson.JSONDecodeError:
         raise BadRequest("the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    too_large = TooLarge(f"the body is over {limit} bytes (GATEWAY_MAX_FRAME_BYTES)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def get_stats(request: Request) -> Response:

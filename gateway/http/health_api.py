@@ -14,27 +14,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import wire
-from gateway.auth import authenticate_operator
-from gateway.http.api import WireResponse, _gateway
-from gateway.local_token import COOKIE_NAME
+from gateway.auth import require_operator
+from gateway.http.api import WireResponse, _gateway, _identity
 from storage import health, stats
 from storage.db import MeteredPool
 
 
 async def _operator(request: Request) -> str:
-    return await authenticate_operator(
-        _gateway(request).settings,
-        request.app.state.verifier,
-        request.headers.get("authorization"),
-        request.query_params.get("token"),
-        request.cookies.get(COOKIE_NAME),
-    )
+    return require_operator(await _identity(request))
 
 
 def pool_state(pool: MeteredPool) -> wire.PoolState:
-    size, idle = pool.get_size(), pool.get_idle_size()
+    state = pool.state()
     return wire.PoolState(
-        size, size - idle, idle, pool.waiting, pool.get_min_size(), pool.get_max_size()
+        state.size, state.in_use, state.idle, state.waiting, state.min_size, state.max_size
     )
 
 

@@ -15,19 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import wire
-from gateway.errors import NotFound
-from gateway.http.api import WireResponse, _gateway, _session_id, _user
+from gateway.http.api import _gateway, _session_id, _user, change_session
 from gateway.http.search_api import search
 from storage import sessions
 
 
 async def _change(request: Request, change: sessions.Change) -> Response:
-    gateway = _gateway(request)
-    session = await gateway.lifecycle.change(await _user(request), _session_id(request), change)
-    if session is None:
-        raise NotFound("no such session")
-    return WireResponse(wire.session(session))
+    user_id = await _user(request)
+    return await change_session(_gateway(request), user_id, _session_id(request), change)
 
 
 async def archive(request: Request) -> Response:

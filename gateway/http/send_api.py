@@ -19,16 +19,14 @@ rotate between the check and the send, the ack's `session_id` names where the me
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.context import Gateway
-from gateway.errors import BadRequest, NotFound, TooLarge
-from gateway.http.api import _gateway, _path_port, _session_id, _user
+from gateway.errors import BadRequest, NotFound
+from gateway.http.api import _gateway, _json_object, _path_port, _session_id, _user
 from gateway.ws.protocol import Ingest, parse_frame
 from storage import sessions
 
@@ -58,7 +56,7 @@ async def send_to_session(request: Request) -> Response:
 
 
 async def _send(request: Request, gateway: Gateway, user_id: str, port: int) -> Response:
-    body = await _object(request, gateway.limits.max_frame_bytes)
+    body = await _json_object(request, limit=gateway.limits.max_frame_bytes)
     for field in ("type", "port"):
         if field in body:
             raise BadRequest(f"the body holds no {field}: the URL says where messages go")
@@ -73,27 +71,6 @@ async def _send(request: Request, gateway: Gateway, user_id: str, port: int) -> 
         orjson.dumps({k: v for k, v in ack.items() if k not in ("type", "ref")}),
         media_type="application/json",
     )
-
-
-async def _object(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object, read up to `limit` bytes (a frame's limit: 413 past it)."""
-    too_large = TooLarge(f"the body is over {limit} bytes (GATEWAY_MAX_FRAME_BYTES)")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    try:
-        body = orjson.loads(b"".join(chunks))
-    except orjson.JSONDecodeError:
-        raise BadRequest("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
 
 
 routes = [

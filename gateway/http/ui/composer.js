@@ -13,7 +13,7 @@
 // and app.js tell it, so this module does not import the conversation (which imports it).
 
 import { live } from "./connection.js";
-import { forget, keep, kept, lastUser, rememberUser, whenUnavailable } from "./outbox.js";
+import { forget, keep, kept, lastUser, oldestFirst, rememberUser, whenUnavailable } from "./outbox.js";
 import { h, renderContent } from "./render.js";
 import { dom, hideNotice, showNotice, state } from "./state.js";
 
@@ -95,7 +95,7 @@ function pump() {
   }
   const next = [...state.pending.values()]
     .filter((record) => record.failed === null && record.user === state.user)
-    .sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0))[0];
+    .sort(oldestFirst)[0];
   if (!next) return;
   const sent = live.send({
     type: "message",

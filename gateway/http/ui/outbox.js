@@ -84,6 +84,11 @@ export async function forget(id) {
   }
 }
 
+/** Records in the order they were typed. */
+export function oldestFirst(a, b) {
+  return a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0;
+}
+
 /** The records typed as `user` (null: before any `welcome`), oldest first. */
 export async function kept(user) {
   try {
@@ -92,7 +97,7 @@ export async function kept(user) {
     );
     return records
       .filter((record) => user !== null || record.user === null)
-      .sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0));
+      .sort(oldestFirst);
   } catch (error) {
     unavailable(error);
     return [];
